@@ -1,0 +1,53 @@
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+/** One line of a peer's metrics file: one round of one peer. */
+export interface RoundMetrics {
+  time: string
+  elapsedSeconds: number
+  peerId: string
+  peerIndex: number
+  mode: string
+  round: number
+  backend: string
+  trainMs: number
+  turnWaitMs: number
+  waitMs: number
+  aggregateMs: number
+  evaluateMs: number
+  trainLoss: number
+  accuracy: number
+  loss: number
+  contributors: number
+  deadlineHit: boolean
+  modelHash: string
+  bytesSent: number
+  bytesReceived: number
+  lateMessages: number
+  rejectedMessages: number
+  duplicateMessages: number
+}
+
+/**
+ * Appends one JSON line per round. Each line goes out in a single write(2) on a file opened
+ * with O_APPEND, so a crash leaves whole lines only; readers still skip a line that does not
+ * parse.
+ */
+export class MetricsWriter {
+  private fd: number | undefined
+
+  constructor(path: string) {
+    mkdirSync(dirname(path), { recursive: true })
+    this.fd = openSync(path, 'a')
+  }
+
+  append(metrics: RoundMetrics): void {
+    if (this.fd === undefined) throw new Error('MetricsWriter is closed')
+    writeSync(this.fd, `${JSON.stringify(metrics)}\n`)
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd)
+    this.fd = undefined
+  }
+}

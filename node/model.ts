@@ -1,0 +1,34 @@
+import * as tf from '@tensorflow/tfjs'
+import type { ModelName } from './spec.ts'
+
+/**
+ * Builds the named model with weights drawn from `seed`, so every peer of a swarm starts from
+ * identical weights. The last layer outputs logits; the loss applies the softmax.
+ */
+export function buildModel(name: ModelName, seed: number): tf.Sequential {
+  switch (name) {
+    case 'mlp': {
+      const dense = (units: number, layer: number, activation?: 'relu') =>
+        tf.layers.dense({
+          units,
+          activation,
+          kernelInitializer: tf.initializers.glorotUniform({ seed: seed * 8 + layer }),
+          biasInitializer: 'zeros',
+          ...(layer === 0 ? { inputShape: [784] } : {}),
+        })
+      return tf.sequential({
+        layers: [dense(200, 0, 'relu'), dense(200, 1, 'relu'), dense(10, 2)],
+      })
+    }
+  }
+}
+
+/** Returns the SHA-256 (hex) of the weights' float32 bytes, in layer order. */
+export async function hashWeights(weights: Float32Array[]): Promise<string> {
+  const { createHash } = await import('node:crypto')
+  const hash = createHash('sha256')
+  for (const values of weights) {
+    hash.update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
+  }
+  return hash.digest('hex')
+}

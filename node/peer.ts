@@ -1,0 +1,346 @@
+import type { Message, PeerId } from '@libp2p/interface'
+import { TopicValidatorResult } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as tf from '@tensorflow/tfjs'
+import { type Mnist, parsePartition, shardIndices, shardSizes } from '../data/index.ts'
+import {
+  type DeltaMessage,
+  decodeDelta,
+  deltaTopic,
+  encodeDelta,
+  validateDelta,
+} from '../protocols/index.ts'
+import { averageDeltas, subtractWeights } from './aggregate.ts'
+import type { BackendName } from './backend.ts'
+import { MessageTooLargeError } from './errors.ts'
+import { createHost, DEFAULT_MAX_MESSAGE_BYTES, type Host, type HostInit } from './host.ts'
+import { log } from './log.ts'
+import { MetricsWriter, type RoundMetrics } from './metrics.ts'
+import { hashWeights } from './model.ts'
+import { RoundCollector } from './round-collector.ts'
+import { hashSpec, type SwarmSpec } from './spec.ts'
+import { Trainer, toExamples } from './trainer.ts'
+
+/** Grants compute turns; the serial launch mode lets one peer of a machine compute at a time. */
+export interface TurnGate {
+  acquire(kind: 'train' | 'evaluate', round: number): Promise<void>
+  release(): void
+}
+
+export interface PeerInit {
+  spec: SwarmSpec
+  /** This peer's shard, 0 to spec.peers - 1. */
+  peerIndex: number
+  mnist: Mnist
+  backend: BackendName
+  host?: HostInit
+  /** Label recorded in the metrics, such as 'parallel' or 'serial'. @default 'parallel' */
+  mode?: string
+  /** Peers, this one included, that must be subscribed before a round can close early. @default spec.peers */
+  minPeers?: number
+  /** @default 20 */
+  maxRounds?: number
+  /** Stop after the first round whose test accuracy reaches this fraction. @default no target */
+  target?: number
+  metricsPath?: string
+  turnGate?: TurnGate
+  onRound?: (metrics: RoundMetrics) => void
+}
+
+export interface PeerResult {
+  rounds: number
+  finalAccuracy: number
+  modelHash: string
+  reachedTarget: boolean
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+/** One swarm member: its shard, model, libp2p host and round loop. */
+export class Peer {
+  readonly host: Host
+  readonly trainer: Trainer
+  readonly topic: string
+  readonly spec: SwarmSpec
+  readonly peerIndex: number
+  private readonly init: PeerInit
+  private readonly specHash: Uint8Array
+  private readonly collector: RoundCollector
+  private readonly maxSampleCount: number
+  private readonly maxMessageBytes: number
+  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage>()
+  private pendingPublication: Uint8Array | undefined
+  private bytesSent = 0
+  private bytesReceived = 0
+  private rejectedMessages = 0
+
+  private constructor(init: PeerInit, host: Host, trainer: Trainer, maxSampleCount: number) {
+    this.init = init
+    this.spec = init.spec
+    this.peerIndex = init.peerIndex
+    this.host = host
+    this.trainer = trainer
+    this.maxSampleCount = maxSampleCount
+    this.maxMessageBytes = init.host?.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+    this.specHash = hashSpec(init.spec)
+    this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
+    this.collector = new RoundCollector(host.peerId.toString())
+  }
+
+  /** Computes this peer's shard, builds its model and starts its libp2p host. */
+  static async create(init: PeerInit): Promise<Peer> {
+    const { spec, mnist } = init
+    const partition = parsePartition(spec.partition)
+    const trainLabels = mnist.train.labels.subarray(0, spec.trainSamples)
+    const shardOptions = { seed: spec.seed, peers: spec.peers, index: init.peerIndex }
+    const rows = shardIndices(trainLabels, partition, shardOptions)
+    const shard = toExamples(mnist.train.images, mnist.train.labels, rows)
+    const test = toExamples(
+      mnist.test.images.subarray(0, spec.testSamples * 784),
+      mnist.test.labels.subarray(0, spec.testSamples),
+    )
+    const maxSampleCount = Math.max(...shardSizes(trainLabels, partition, shardOptions))
+    const trainer = new Trainer(spec, shard, test, init.peerIndex)
+    const host = await createHost(init.host)
+    const peer = new Peer(init, host, trainer, maxSampleCount)
+    peer.attach()
+    return peer
+  }
+
+  get peerId(): PeerId {
+    return this.host.peerId
+  }
+
+  addresses(): string[] {
+    return this.host.getMultiaddrs().map((address) => address.toString())
+  }
+
+  async dial(addresses: string[]): Promise<void> {
+    await Promise.all(addresses.map((address) => this.host.dial(multiaddr(address))))
+  }
+
+  subscribers(): string[] {
+    return this.host.services.pubsub.getSubscribers(this.topic).map((id) => id.toString())
+  }
+
+  /** Resolves once `minPeers - 1` other peers are subscribed to the topic. */
+  async waitForSwarm(signal?: AbortSignal): Promise<void> {
+    const needed = (this.init.minPeers ?? this.spec.peers) - 1
+    const pubsub = this.host.services.pubsub
+    while (this.subscribers().length < needed) {
+      signal?.throwIfAborted()
+      await new Promise<void>((resolve) => {
+        const onChange = () => {
+          pubsub.removeEventListener('subscription-change', onChange)
+          signal?.removeEventListener('abort', onChange)
+          resolve()
+        }
+        pubsub.addEventListener('subscription-change', onChange)
+        signal?.addEventListener('abort', onChange)
+      })
+    }
+  }
+
+  private attach(): void {
+    const pubsub = this.host.services.pubsub
+    pubsub.topicValidators.set(this.topic, (_from: PeerId, message: Message) => {
+      this.bytesReceived += message.data.byteLength
+      const verdict = validateDelta(message.data, {
+        specHash: this.specHash,
+        shapes: this.trainer.shapes,
+        maxSampleCount: this.maxSampleCount,
+        currentRound: () => this.collector.round,
+      })
+      if (verdict.result === 'accept') {
+        this.decoded.set(message.data, verdict.message)
+        return TopicValidatorResult.Accept
+      }
+      if (verdict.result === 'reject') {
+        this.rejectedMessages++
+        log.trace('rejected delta: %s', verdict.reason)
+        return TopicValidatorResult.Reject
+      }
+      log.trace('ignored delta: %s', verdict.reason)
+      return TopicValidatorResult.Ignore
+    })
+    pubsub.addEventListener('message', (event) => {
+      const message = event.detail
+      if (message.topic !== this.topic || message.type !== 'signed') return
+      const delta = this.decoded.get(message.data) ?? decodeDelta(message.data)
+      this.collector.add({
+        peerId: message.from.toString(),
+        round: delta.round,
+        sampleCount: delta.sampleCount,
+        baseModelHash: toHex(delta.baseModelHash),
+        delta: delta.tensors.map((t) => t.values),
+      })
+    })
+    pubsub.addEventListener('subscription-change', (event) => {
+      const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
+      if (joined && this.pendingPublication !== undefined) {
+        void this.publish(this.pendingPublication)
+      }
+      this.collector.notify()
+    })
+    this.host.addEventListener('peer:disconnect', () => this.collector.notify())
+    pubsub.subscribe(this.topic)
+  }
+
+  private async publish(bytes: Uint8Array): Promise<void> {
+    try {
+      const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
+      this.bytesSent += bytes.byteLength * recipients.length
+    } catch (error) {
+      // A republish of the same bytes may be reported as a duplicate; the first copy went out.
+      log.error('publish on %s failed: %s', this.topic, (error as Error).message)
+    }
+  }
+
+  /**
+   * Runs rounds until maxRounds or the target accuracy. `startedAt` (epoch milliseconds) is the
+   * shared clock origin of the metrics' elapsedSeconds.
+   */
+  async run(startedAt: number = Date.now(), signal?: AbortSignal): Promise<PeerResult> {
+    const maxRounds = this.init.maxRounds ?? 20
+    const gate = this.init.turnGate
+    const metricsFile =
+      this.init.metricsPath === undefined ? undefined : new MetricsWriter(this.init.metricsPath)
+    const localId = this.peerId.toString()
+    let result: PeerResult = { rounds: 0, finalAccuracy: 0, modelHash: '', reachedTarget: false }
+    try {
+      for (let round = 0; round < maxRounds; round++) {
+        const base = this.trainer.getWeights()
+        const baseHash = await hashWeights(base)
+
+        const turnStart = performance.now()
+        await gate?.acquire('train', round)
+        const trainStart = performance.now()
+        let trainLoss: number
+        try {
+          trainLoss = await this.trainer.train(round, signal)
+        } finally {
+          gate?.release()
+        }
+        const trainMs = performance.now() - trainStart
+        let turnWaitMs = trainStart - turnStart
+
+        const trained = this.trainer.getWeights()
+        const delta = subtractWeights(trained, base)
+        const bytes = encodeDelta({
+          version: 1,
+          codec: 'float32',
+          specHash: this.specHash,
+          round,
+          sampleCount: this.trainer.sampleCount,
+          baseModelHash: Buffer.from(baseHash, 'hex'),
+          tensors: delta.map((values, i) => ({
+            shape: this.trainer.shapes[i] as number[],
+            values,
+          })),
+        })
+        if (bytes.byteLength > this.maxMessageBytes) {
+          throw new MessageTooLargeError(
+            `Delta of ${bytes.byteLength} bytes exceeds the message limit of ${this.maxMessageBytes} bytes; raise --max-message-bytes on every peer or use a smaller model`,
+          )
+        }
+        this.collector.add({
+          peerId: localId,
+          round,
+          sampleCount: this.trainer.sampleCount,
+          baseModelHash: baseHash,
+          delta,
+        })
+        this.pendingPublication = bytes
+        await this.publish(bytes)
+
+        const waitStart = performance.now()
+        const collected = await this.collector.collect(round, {
+          subscribers: () => this.subscribers(),
+          minPeers: this.init.minPeers ?? this.spec.peers,
+          deadlineMs: this.spec.roundDeadlineSeconds * 1000,
+          signal,
+        })
+        this.pendingPublication = undefined
+        const waitMs = performance.now() - waitStart
+        if (collected.deadlineHit) {
+          log.info(
+            'peer %s round %d: deadline passed with %d of %d deltas',
+            this.peerIndex,
+            round,
+            collected.contributions.length,
+            this.subscribers().length + 1,
+          )
+        }
+
+        const aggregateStart = performance.now()
+        const next = averageDeltas(base, collected.contributions, {
+          peerId: localId,
+          weights: trained,
+        })
+        this.trainer.setWeights(next)
+        const modelHash = await hashWeights(next)
+        const aggregateMs = performance.now() - aggregateStart
+
+        const evaluateTurn = performance.now()
+        await gate?.acquire('evaluate', round)
+        const evaluateStart = performance.now()
+        turnWaitMs += evaluateStart - evaluateTurn
+        let evaluation: { accuracy: number; loss: number }
+        try {
+          evaluation = this.trainer.evaluate()
+        } finally {
+          gate?.release()
+        }
+        const evaluateMs = performance.now() - evaluateStart
+
+        const metrics: RoundMetrics = {
+          time: new Date().toISOString(),
+          elapsedSeconds: (Date.now() - startedAt) / 1000,
+          peerId: localId,
+          peerIndex: this.peerIndex,
+          mode: this.init.mode ?? 'parallel',
+          round,
+          backend: this.init.backend,
+          trainMs: Math.round(trainMs),
+          turnWaitMs: Math.round(turnWaitMs),
+          waitMs: Math.round(waitMs),
+          aggregateMs: Math.round(aggregateMs),
+          evaluateMs: Math.round(evaluateMs),
+          trainLoss,
+          accuracy: evaluation.accuracy,
+          loss: evaluation.loss,
+          contributors: collected.contributions.length,
+          deadlineHit: collected.deadlineHit,
+          modelHash,
+          bytesSent: this.bytesSent,
+          bytesReceived: this.bytesReceived,
+          lateMessages: this.collector.lateMessages,
+          rejectedMessages: this.rejectedMessages,
+          duplicateMessages: this.collector.duplicateMessages,
+        }
+        metricsFile?.append(metrics)
+        this.init.onRound?.(metrics)
+        const reachedTarget =
+          this.init.target !== undefined && evaluation.accuracy >= this.init.target
+        result = { rounds: round + 1, finalAccuracy: evaluation.accuracy, modelHash, reachedTarget }
+        if (reachedTarget) break
+      }
+    } finally {
+      metricsFile?.close()
+    }
+    return result
+  }
+
+  async stop(): Promise<void> {
+    this.host.services.pubsub.unsubscribe(this.topic)
+    await this.host.stop()
+    this.trainer.dispose()
+  }
+
+  /** Number of live tensors, for leak checks. */
+  static liveTensors(): number {
+    return tf.memory().numTensors
+  }
+}

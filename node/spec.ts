@@ -1,0 +1,110 @@
+import { createHash } from 'node:crypto'
+import { UsageError } from './errors.ts'
+
+export const MODEL_NAMES = ['mlp'] as const
+export type ModelName = (typeof MODEL_NAMES)[number]
+
+export const OPTIMIZER_NAMES = ['adam', 'sgd'] as const
+export type OptimizerName = (typeof OPTIMIZER_NAMES)[number]
+
+/**
+ * Settings that every peer of one swarm must share. Their hash is part of the gossipsub topic,
+ * so peers whose specs differ never exchange deltas.
+ */
+export interface SwarmSpec {
+  /** Swarm name, part of the topic. @default 'mnist' */
+  swarm: string
+  /** Model architecture. @default 'mlp' (784-200-200-10, ReLU) */
+  model: ModelName
+  /** Seed of the initial weights, the shard partition and the per-epoch shuffles. @default 1 */
+  seed: number
+  /** Partition of the training set, in the form `iid`, `dirichlet:ALPHA` or `classes:K`. @default 'iid' */
+  partition: string
+  /** Number of shards the training set is cut into, one per peer. @default 1 */
+  peers: number
+  /** Training images used, counted from the start of the training set. @default 60000 */
+  trainSamples: number
+  /** Test images used for evaluation, counted from the start of the test set. @default 10000 */
+  testSamples: number
+  /** Local epochs per round. @default 1 */
+  localEpochs: number
+  /** Mini-batch size. @default 32 */
+  batchSize: number
+  optimizer: OptimizerName
+  /** @default 0.001 */
+  learningRate: number
+  /** Tensor codec of the delta messages. Only 'float32' exists in version 1. */
+  codec: 'float32'
+  /** Aggregation rule. Only the sample-weighted 'mean' exists in version 1. */
+  aggregation: 'mean'
+  /** Seconds a peer waits for the deltas of a round after publishing its own. @default 300 */
+  roundDeadlineSeconds: number
+}
+
+export const DEFAULT_SPEC: SwarmSpec = {
+  swarm: 'mnist',
+  model: 'mlp',
+  seed: 1,
+  partition: 'iid',
+  peers: 1,
+  trainSamples: 60_000,
+  testSamples: 10_000,
+  localEpochs: 1,
+  batchSize: 32,
+  optimizer: 'adam',
+  learningRate: 0.001,
+  codec: 'float32',
+  aggregation: 'mean',
+  roundDeadlineSeconds: 300,
+}
+
+/** Returns the SHA-256 of the spec's canonical JSON (keys sorted), so field order never matters. */
+export function hashSpec(spec: SwarmSpec): Uint8Array {
+  const entries = Object.entries(spec).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  return new Uint8Array(createHash('sha256').update(JSON.stringify(entries)).digest())
+}
+
+function requireInteger(name: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`Expected ${name} to be an integer from ${min} to ${max}, got ${value}`)
+  }
+}
+
+function requirePositive(name: string, value: number): void {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new UsageError(`Expected ${name} to be a finite number > 0, got ${value}`)
+  }
+}
+
+/** Checks every field of a spec and throws UsageError naming the first invalid one. */
+export function validateSpec(spec: SwarmSpec): SwarmSpec {
+  if (!/^[A-Za-z0-9._-]+$/.test(spec.swarm)) {
+    throw new UsageError(
+      `Expected swarm to contain only letters, digits, '.', '_' and '-', got '${spec.swarm}'`,
+    )
+  }
+  if (!MODEL_NAMES.includes(spec.model)) {
+    throw new UsageError(
+      `Expected model to be one of ${MODEL_NAMES.join(', ')}, got '${spec.model}'`,
+    )
+  }
+  if (!OPTIMIZER_NAMES.includes(spec.optimizer)) {
+    throw new UsageError(
+      `Expected optimizer to be one of ${OPTIMIZER_NAMES.join(', ')}, got '${spec.optimizer}'`,
+    )
+  }
+  requireInteger('seed', spec.seed, 0, 2 ** 32 - 1)
+  requireInteger('peers', spec.peers, 1, 10_000)
+  requireInteger('trainSamples', spec.trainSamples, 1, 60_000)
+  requireInteger('testSamples', spec.testSamples, 1, 10_000)
+  requireInteger('localEpochs', spec.localEpochs, 1, 1000)
+  requireInteger('batchSize', spec.batchSize, 1, 60_000)
+  requirePositive('learningRate', spec.learningRate)
+  requirePositive('roundDeadlineSeconds', spec.roundDeadlineSeconds)
+  if (spec.trainSamples < spec.peers) {
+    throw new UsageError(
+      `Expected trainSamples (${spec.trainSamples}) to be at least peers (${spec.peers}), so no shard is empty`,
+    )
+  }
+  return spec
+}

@@ -1,0 +1,48 @@
+/**
+ * Errors raised by the wire formats in this folder. Each class sets both a static and an
+ * instance `name`, so callers can match on `error.name` after a bundler renames classes.
+ */
+
+/** Bytes that are not a valid version-1 delta message. */
+export class DeltaDecodeError extends Error {
+  static override name = 'DeltaDecodeError'
+
+  /** The layout field that is invalid, e.g. `codec` or `tensors[2].dims[1]`. */
+  readonly field: string
+  /** Byte offset of that field from the start of the message. */
+  readonly offset: number
+
+  constructor(field: string, offset: number, problem: string) {
+    super(`invalid delta message: ${field} at byte offset ${offset} ${problem}`)
+    this.name = 'DeltaDecodeError'
+    this.field = field
+    this.offset = offset
+  }
+}
+
+/**
+ * A DeltaMessage that cannot be encoded, because a field has the wrong type or length or is out
+ * of range.
+ */
+export class DeltaEncodeError extends Error {
+  static override name = 'DeltaEncodeError'
+
+  /** The message field that is invalid, e.g. `round` or `tensors[0].values`. */
+  readonly field: string
+
+  constructor(field: string, problem: string) {
+    super(`cannot encode delta message: ${field} ${problem}`)
+    this.name = 'DeltaEncodeError'
+    this.field = field
+  }
+}
+
+/** A swarm name or spec hash that cannot be part of a gossipsub topic name. */
+export class InvalidTopicError extends Error {
+  static override name = 'InvalidTopicError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'InvalidTopicError'
+  }
+}

@@ -1,0 +1,182 @@
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { parsePartition } from '../data/index.ts'
+import { MODEL_NAMES } from '../node/spec.ts'
+import { killAllChildren } from './lib/children.ts'
+import { type LaunchMode, runSwarm, type SwarmSummary } from './lib/launcher.ts'
+import { renderConvergence } from './lib/plot.ts'
+
+const EXIT_USAGE = 2
+
+const HELP = `Usage: npm start -- [options]
+
+Starts a swarm of peer processes on this machine, runs it in parallel mode, in serial mode
+(one peer computes at a time) and as a centralised reference (one peer with all the data),
+then writes summary.json and the convergence plots into the run folder.
+
+Options:
+  --peers N                number of peers (default: 4)
+  --mode MODE              parallel, serial or both (default: both)
+  --rounds N               maximum rounds per mode (default: 20)
+  --target FRACTION        test accuracy at which a mode stops (default: 0.97)
+  --partition P            iid, dirichlet:ALPHA or classes:K (default: iid)
+  --model NAME             ${MODEL_NAMES.join(', ')} (default: mlp)
+  --seed N                 seed of weights, shards and shuffles (default: 1)
+  --out DIR                run folder (default: runs/<timestamp>)
+  --no-centralised         skip the centralised reference run
+  --help                   print this help
+
+Options after -- are passed to every peer, for example:
+  npm start -- --peers 2 -- --train-samples 6000 --test-samples 2000
+(see npm run peer -- --help).`
+
+class UsageError extends Error {
+  static override name = 'UsageError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+function integerOption(name: string, text: string, min: number): number {
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < min) {
+    throw new UsageError(`Expected --${name} to be an integer >= ${min}, got '${text}'`)
+  }
+  return value
+}
+
+interface LaunchOptions {
+  peers: number
+  modes: LaunchMode[]
+  rounds: number
+  target: number
+  partition: string
+  model: string
+  seed: number
+  out: string
+  centralised: boolean
+  peerArgs: string[]
+}
+
+function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
+  const split = argv.indexOf('--')
+  const own = split === -1 ? argv : argv.slice(0, split)
+  const peerArgs = split === -1 ? [] : argv.slice(split + 1)
+  let values: Record<string, string | boolean | undefined>
+  try {
+    values = parseArgs({
+      args: own,
+      strict: true,
+      options: {
+        peers: { type: 'string' },
+        mode: { type: 'string' },
+        rounds: { type: 'string' },
+        target: { type: 'string' },
+        partition: { type: 'string' },
+        model: { type: 'string' },
+        seed: { type: 'string' },
+        out: { type: 'string' },
+        'no-centralised': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}. Run with --help for the accepted options`)
+  }
+  if (values.help === true) return undefined
+  const mode = (values.mode as string | undefined) ?? 'both'
+  if (!['parallel', 'serial', 'both'].includes(mode)) {
+    throw new UsageError(`Expected --mode to be parallel, serial or both, got '${mode}'`)
+  }
+  const targetText = (values.target as string | undefined) ?? '0.97'
+  const target = Number(targetText)
+  if (!Number.isFinite(target) || target <= 0 || target > 1) {
+    throw new UsageError(
+      `Expected --target to be a fraction in (0, 1], such as 0.97, got '${targetText}'`,
+    )
+  }
+  const partition = (values.partition as string | undefined) ?? 'iid'
+  try {
+    parsePartition(partition)
+  } catch (error) {
+    throw new UsageError(`Invalid --partition: ${(error as Error).message}`)
+  }
+  const model = (values.model as string | undefined) ?? 'mlp'
+  if (!(MODEL_NAMES as readonly string[]).includes(model)) {
+    throw new UsageError(`Expected --model to be one of ${MODEL_NAMES.join(', ')}, got '${model}'`)
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  return {
+    peers: integerOption('peers', (values.peers as string | undefined) ?? '4', 1),
+    modes: mode === 'both' ? ['parallel', 'serial'] : [mode as LaunchMode],
+    rounds: integerOption('rounds', (values.rounds as string | undefined) ?? '20', 1),
+    target,
+    partition,
+    model,
+    seed: integerOption('seed', (values.seed as string | undefined) ?? '1', 0),
+    out: (values.out as string | undefined) ?? join('runs', stamp),
+    centralised: values['no-centralised'] !== true,
+    peerArgs,
+  }
+}
+
+function describeMode(name: string, summary: SwarmSummary['parallel']): string {
+  if (summary === undefined) return ''
+  const time =
+    summary.timeToTargetSeconds === null
+      ? 'target not reached'
+      : `target after ${summary.timeToTargetSeconds.toFixed(1)} s (round ${summary.roundsToTarget})`
+  return `  ${name.padEnd(12)} ${time}, final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}%\n`
+}
+
+async function main(argv: string[]): Promise<number> {
+  const options = parseLaunchOptions(argv)
+  if (options === undefined) {
+    process.stdout.write(`${HELP}\n`)
+    return 0
+  }
+  const shutdown = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    process.stderr.write(`${signal}: stopping the swarm\n`)
+    shutdown.abort(new Error(`stopped by ${signal}`))
+    process.exitCode = signal === 'SIGINT' ? 130 : 143
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  process.stdout.write(`run folder: ${options.out}\n`)
+  const summary = await runSwarm({ ...options, signal: shutdown.signal })
+  const plots = await renderConvergence(options.out)
+  process.stdout.write(
+    `results (target ${(summary.target * 100).toFixed(1)}%, backend ${summary.backend}):\n` +
+      describeMode('parallel', summary.parallel) +
+      describeMode('serial', summary.serial) +
+      describeMode('centralised', summary.centralised) +
+      (summary.speedup === null
+        ? ''
+        : `  speedup     ${summary.speedup.toFixed(2)}x (serial / parallel time to target)\n`) +
+      `summary: ${join(options.out, 'summary.json')}\nplots:   ${plots.pngPath}\n         ${plots.svgPath}\n`,
+  )
+  return 0
+}
+
+// A crash of the launcher must not leave peers behind; 'exit' handlers run synchronously.
+process.on('exit', killAllChildren)
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode ??= code
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`${error.message}\n`)
+      process.exitCode = EXIT_USAGE
+      return
+    }
+    if (process.exitCode === undefined) {
+      process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
+      process.exitCode = 1
+    }
+  },
+)

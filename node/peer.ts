@@ -12,6 +12,7 @@ import {
 } from '../protocols/index.ts'
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
+import { handleDeltaPushes, pushDelta } from './delta-push.ts'
 import { MessageTooLargeError } from './errors.ts'
 import { createHost, DEFAULT_MAX_MESSAGE_BYTES, type Host, type HostInit } from './host.ts'
 import { log } from './log.ts'
@@ -45,6 +46,8 @@ export interface PeerInit {
   metricsPath?: string
   turnGate?: TurnGate
   onRound?: (metrics: RoundMetrics) => void
+  /** Called after each publication of the local delta, with the number of peers it reached. */
+  onPublish?: (round: number, recipients: number) => void
 }
 
 export interface PeerResult {
@@ -71,7 +74,7 @@ export class Peer {
   private readonly maxSampleCount: number
   private readonly maxMessageBytes: number
   private readonly decoded = new WeakMap<Uint8Array, DeltaMessage>()
-  private pendingPublication: Uint8Array | undefined
+  private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   private bytesSent = 0
   private bytesReceived = 0
   private rejectedMessages = 0
@@ -105,7 +108,7 @@ export class Peer {
     const trainer = new Trainer(spec, shard, test, init.peerIndex)
     const host = await createHost(init.host)
     const peer = new Peer(init, host, trainer, maxSampleCount)
-    peer.attach()
+    await peer.attach()
     return peer
   }
 
@@ -143,57 +146,90 @@ export class Peer {
     }
   }
 
-  private attach(): void {
-    const pubsub = this.host.services.pubsub
-    pubsub.topicValidators.set(this.topic, (_from: PeerId, message: Message) => {
-      this.bytesReceived += message.data.byteLength
-      const verdict = validateDelta(message.data, {
-        specHash: this.specHash,
-        shapes: this.trainer.shapes,
-        maxSampleCount: this.maxSampleCount,
-        currentRound: () => this.collector.round,
-      })
-      if (verdict.result === 'accept') {
-        this.decoded.set(message.data, verdict.message)
-        return TopicValidatorResult.Accept
-      }
-      if (verdict.result === 'reject') {
-        this.rejectedMessages++
-        log.trace('rejected delta: %s', verdict.reason)
-        return TopicValidatorResult.Reject
-      }
-      log.trace('ignored delta: %s', verdict.reason)
-      return TopicValidatorResult.Ignore
+  /** Validates a delta message and counts it; returns the verdict. */
+  private check(bytes: Uint8Array): 'accept' | 'reject' | 'ignore' {
+    this.bytesReceived += bytes.byteLength
+    const verdict = validateDelta(bytes, {
+      specHash: this.specHash,
+      shapes: this.trainer.shapes,
+      maxSampleCount: this.maxSampleCount,
+      currentRound: () => this.collector.round,
     })
+    if (verdict.result === 'accept') {
+      this.decoded.set(bytes, verdict.message)
+    } else if (verdict.result === 'reject') {
+      this.rejectedMessages++
+      log.trace('rejected delta: %s', verdict.reason)
+    } else {
+      log.trace('ignored delta: %s', verdict.reason)
+    }
+    return verdict.result
+  }
+
+  /** Stores an accepted delta message in the round collector. */
+  private store(bytes: Uint8Array, from: PeerId): void {
+    const delta = this.decoded.get(bytes) ?? decodeDelta(bytes)
+    this.collector.add({
+      peerId: from.toString(),
+      round: delta.round,
+      sampleCount: delta.sampleCount,
+      baseModelHash: toHex(delta.baseModelHash),
+      delta: delta.tensors.map((t) => t.values),
+    })
+  }
+
+  private async attach(): Promise<void> {
+    const pubsub = this.host.services.pubsub
+    const verdicts = {
+      accept: TopicValidatorResult.Accept,
+      reject: TopicValidatorResult.Reject,
+      ignore: TopicValidatorResult.Ignore,
+    }
+    pubsub.topicValidators.set(
+      this.topic,
+      (_from: PeerId, message: Message) => verdicts[this.check(message.data)],
+    )
     pubsub.addEventListener('message', (event) => {
       const message = event.detail
       if (message.topic !== this.topic || message.type !== 'signed') return
-      const delta = this.decoded.get(message.data) ?? decodeDelta(message.data)
-      this.collector.add({
-        peerId: message.from.toString(),
-        round: delta.round,
-        sampleCount: delta.sampleCount,
-        baseModelHash: toHex(delta.baseModelHash),
-        delta: delta.tensors.map((t) => t.values),
-      })
+      this.store(message.data, message.from)
+    })
+    await handleDeltaPushes(this.host, this.maxMessageBytes, (bytes, from) => {
+      if (this.check(bytes) === 'accept') this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
-      if (joined && this.pendingPublication !== undefined) {
-        void this.publish(this.pendingPublication)
-      }
+      const pending = this.pendingPublication
+      if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
     this.host.addEventListener('peer:disconnect', () => this.collector.notify())
     pubsub.subscribe(this.topic)
   }
 
-  private async publish(bytes: Uint8Array): Promise<void> {
+  /**
+   * Sends the pending delta straight to a peer that subscribed after it was published, because
+   * gossipsub only forwards a message to the subscribers it knew at publication time.
+   */
+  private async push(to: PeerId, bytes: Uint8Array): Promise<void> {
+    try {
+      await pushDelta(this.host, to, bytes)
+      this.bytesSent += bytes.byteLength
+    } catch (error) {
+      log.error(
+        'push of the pending delta to %s failed: %s',
+        to.toString(),
+        (error as Error).message,
+      )
+    }
+  }
+
+  private async publish(bytes: Uint8Array, round: number): Promise<void> {
     try {
       const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
       this.bytesSent += bytes.byteLength * recipients.length
+      this.init.onPublish?.(round, recipients.length)
     } catch (error) {
-      // A republish of the same bytes may be reported as a duplicate; the first copy went out.
       log.error('publish on %s failed: %s', this.topic, (error as Error).message)
     }
   }
@@ -252,8 +288,8 @@ export class Peer {
           baseModelHash: baseHash,
           delta,
         })
-        this.pendingPublication = bytes
-        await this.publish(bytes)
+        this.pendingPublication = { round, bytes }
+        await this.publish(bytes, round)
 
         const waitStart = performance.now()
         const collected = await this.collector.collect(round, {

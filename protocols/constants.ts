@@ -13,6 +13,13 @@ export const DELTA_MESSAGE_VERSION = 1
 /** Stream protocol id reserved for fetching a peer's current model. No handler exists yet. */
 export const STATE_SYNC_PROTOCOL = '/dlearn/state/1.0.0'
 
+/**
+ * Stream protocol id on which a peer pushes its current delta message straight to a peer that
+ * just subscribed, so a delta published before the subscription was known is not lost. The
+ * stream carries one delta message in the version-1 layout; closing the stream ends it.
+ */
+export const DELTA_PUSH_PROTOCOL = '/dlearn/delta/1.0.0'
+
 /** Number of leading hex characters of the spec hash that the delta topic contains. */
 export const TOPIC_SPEC_HASH_HEX_CHARS = 16
 

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest'
+import { type ReceivedDelta, RoundCollector } from '../../node/round-collector.ts'
+
+function delta(peerId: string, round: number): ReceivedDelta {
+  return { peerId, round, sampleCount: 10, baseModelHash: '00', delta: [new Float32Array(2)] }
+}
+
+describe('RoundCollector', () => {
+  it('closes a round once every subscriber delivered', async () => {
+    const collector = new RoundCollector('self')
+    const subscribers = ['a', 'b']
+    collector.add(delta('self', 0))
+    collector.add(delta('a', 0))
+    const closing = collector.collect(0, {
+      subscribers: () => subscribers,
+      minPeers: 3,
+      deadlineMs: 60_000,
+    })
+    collector.add(delta('b', 0))
+    const round = await closing
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions.map((c) => c.peerId).sort()).toEqual(['a', 'b', 'self'])
+    expect(collector.round).toBe(1)
+  })
+
+  it('buffers future rounds and drops late ones', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('a', 1))
+    collector.add(delta('self', 0))
+    collector.add(delta('a', 0))
+    await collector.collect(0, { subscribers: () => ['a'], minPeers: 2, deadlineMs: 60_000 })
+    expect(collector.add(delta('b', 0))).toBe('late')
+    expect(collector.lateMessages).toBe(1)
+    collector.add(delta('self', 1))
+    const next = await collector.collect(1, {
+      subscribers: () => ['a'],
+      minPeers: 2,
+      deadlineMs: 60_000,
+    })
+    expect(next.contributions.map((c) => c.peerId).sort()).toEqual(['a', 'self'])
+  })
+
+  it('counts a second delta from one sender as a duplicate', () => {
+    const collector = new RoundCollector('self')
+    expect(collector.add(delta('a', 0))).toBe('stored')
+    expect(collector.add(delta('a', 0))).toBe('duplicate')
+    expect(collector.duplicateMessages).toBe(1)
+  })
+
+  it('waits for minPeers even when every subscriber delivered', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    const subscribers: string[] = []
+    const closing = collector.collect(0, {
+      subscribers: () => subscribers,
+      minPeers: 2,
+      deadlineMs: 60_000,
+    })
+    subscribers.push('a')
+    collector.notify()
+    collector.add(delta('a', 0))
+    const round = await closing
+    expect(round.contributions).toHaveLength(2)
+  })
+
+  it('closes at the deadline with what arrived', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    const round = await collector.collect(0, {
+      subscribers: () => ['silent'],
+      minPeers: 2,
+      deadlineMs: 50,
+    })
+    expect(round.deadlineHit).toBe(true)
+    expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
+  })
+})

@@ -5,10 +5,13 @@ import * as tf from '@tensorflow/tfjs'
 import { type Mnist, parsePartition, shardIndices, shardSizes } from '../data/index.ts'
 import {
   type DeltaMessage,
-  decodeDelta,
   deltaTopic,
   encodeDelta,
+  encodeLeave,
+  isLeaveMessage,
+  type LeaveMessage,
   validateDelta,
+  validateLeave,
 } from '../protocols/index.ts'
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
@@ -46,6 +49,8 @@ export interface PeerInit {
   metricsPath?: string
   turnGate?: TurnGate
   onRound?: (metrics: RoundMetrics) => void
+  /** Called for each delta message that validation rejected, with the reason. */
+  onReject?: (reason: string) => void
   /** Called after each publication of the local delta, with the number of peers it reached. */
   onPublish?: (round: number, recipients: number) => void
 }
@@ -73,7 +78,7 @@ export class Peer {
   private readonly collector: RoundCollector
   private readonly maxSampleCount: number
   private readonly maxMessageBytes: number
-  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage>()
+  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | LeaveMessage>()
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   private bytesSent = 0
   private bytesReceived = 0
@@ -146,35 +151,43 @@ export class Peer {
     }
   }
 
-  /** Validates a delta message and counts it; returns the verdict. */
+  /** Validates a delta or leave message and counts it; returns the verdict. */
   private check(bytes: Uint8Array): 'accept' | 'reject' | 'ignore' {
     this.bytesReceived += bytes.byteLength
-    const verdict = validateDelta(bytes, {
-      specHash: this.specHash,
-      shapes: this.trainer.shapes,
-      maxSampleCount: this.maxSampleCount,
-      currentRound: () => this.collector.round,
-    })
+    const verdict = isLeaveMessage(bytes)
+      ? validateLeave(bytes, this.specHash)
+      : validateDelta(bytes, {
+          specHash: this.specHash,
+          shapes: this.trainer.shapes,
+          maxSampleCount: this.maxSampleCount,
+          currentRound: () => this.collector.round,
+        })
     if (verdict.result === 'accept') {
       this.decoded.set(bytes, verdict.message)
     } else if (verdict.result === 'reject') {
       this.rejectedMessages++
-      log.trace('rejected delta: %s', verdict.reason)
+      log.trace('rejected message: %s', verdict.reason)
+      this.init.onReject?.(verdict.reason)
     } else {
-      log.trace('ignored delta: %s', verdict.reason)
+      log.trace('ignored message: %s', verdict.reason)
     }
     return verdict.result
   }
 
-  /** Stores an accepted delta message in the round collector. */
+  /** Stores an accepted delta in the round collector, or records an accepted leave. */
   private store(bytes: Uint8Array, from: PeerId): void {
-    const delta = this.decoded.get(bytes) ?? decodeDelta(bytes)
+    const message = this.decoded.get(bytes)
+    if (message === undefined) return
+    if (!('tensors' in message)) {
+      this.collector.leave(from.toString(), message.lastRound)
+      return
+    }
     this.collector.add({
       peerId: from.toString(),
-      round: delta.round,
-      sampleCount: delta.sampleCount,
-      baseModelHash: toHex(delta.baseModelHash),
-      delta: delta.tensors.map((t) => t.values),
+      round: message.round,
+      sampleCount: message.sampleCount,
+      baseModelHash: toHex(message.baseModelHash),
+      delta: message.tensors.map((t) => t.values),
     })
   }
 
@@ -195,7 +208,7 @@ export class Peer {
       this.store(message.data, message.from)
     })
     await handleDeltaPushes(this.host, this.maxMessageBytes, (bytes, from) => {
-      if (this.check(bytes) === 'accept') this.store(bytes, from)
+      if (!isLeaveMessage(bytes) && this.check(bytes) === 'accept') this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
@@ -229,6 +242,15 @@ export class Peer {
       const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
       this.bytesSent += bytes.byteLength * recipients.length
       this.init.onPublish?.(round, recipients.length)
+      // Gossipsub skips a subscriber whose outbound stream is still opening, which happens
+      // right after a connection forms, so the delta goes to such a subscriber directly.
+      const reached = new Set(recipients.map((peerId) => peerId.toString()))
+      const pubsub = this.host.services.pubsub
+      for (const subscriber of pubsub.getSubscribers(this.topic)) {
+        if (reached.has(subscriber.toString())) continue
+        log.trace('gossipsub skipped %s, pushing the delta directly', subscriber.toString())
+        void this.push(subscriber, bytes)
+      }
     } catch (error) {
       log.error('publish on %s failed: %s', this.topic, (error as Error).message)
     }
@@ -363,10 +385,36 @@ export class Peer {
         result = { rounds: round + 1, finalAccuracy: evaluation.accuracy, modelHash, reachedTarget }
         if (reachedTarget) break
       }
+      if (result.rounds > 0) await this.leave(result.rounds - 1, signal)
     } finally {
       metricsFile?.close()
     }
     return result
+  }
+
+  /**
+   * Announces that this peer publishes no delta after `lastRound`, then stays online until every
+   * subscribed peer has closed that round, at most one round deadline. Stopping at once could
+   * drop the last delta while it still sits in a send buffer.
+   */
+  private async leave(lastRound: number, signal?: AbortSignal): Promise<void> {
+    const bytes = encodeLeave({ version: 1, specHash: this.specHash, lastRound })
+    try {
+      await this.host.services.pubsub.publish(this.topic, bytes)
+    } catch (error) {
+      log.error('publish of the leave message failed: %s', (error as Error).message)
+    }
+    const everyonePassed = () =>
+      this.subscribers().every((peerId) => this.collector.hasPassed(peerId, lastRound))
+    const deadlineMs = this.spec.roundDeadlineSeconds * 1000
+    if (!(await this.collector.waitUntil(everyonePassed, deadlineMs, signal))) {
+      log.info(
+        'peer %s: stopped waiting after %d s for peers to close round %d',
+        this.peerIndex,
+        this.spec.roundDeadlineSeconds,
+        lastRound,
+      )
+    }
   }
 
   async stop(): Promise<void> {

@@ -10,7 +10,7 @@ export interface ReceivedDelta {
 export interface CollectOptions {
   /** Peer ids currently subscribed to the topic, the local peer excluded. */
   subscribers: () => string[]
-  /** Swarm size, the local peer included, below which a round never closes before its deadline. */
+  /** Contributions, the local one included, below which a round never closes before its deadline. */
   minPeers: number
   deadlineMs: number
   signal?: AbortSignal
@@ -22,10 +22,10 @@ export interface CollectedRound {
 }
 
 /**
- * Buffers deltas by round. A round closes when the local peer's delta and one from every
- * subscribed peer are in (and the swarm has at least `minPeers` peers), or when the deadline
- * passes. Deltas for future rounds wait in the buffer; deltas for closed rounds are counted as
- * late and dropped.
+ * Buffers deltas by round. A round closes when the local peer's delta, one from every subscribed
+ * peer that has not left before this round, and at least `minPeers` deltas in all are in, or
+ * when the deadline passes. Deltas for future rounds wait in the buffer; deltas for closed
+ * rounds are counted as late and dropped.
  */
 export class RoundCollector {
   lateMessages = 0
@@ -33,6 +33,10 @@ export class RoundCollector {
   private currentRound = 0
   private readonly localPeerId: string
   private readonly rounds = new Map<number, Map<string, ReceivedDelta>>()
+  /** Last round of each peer that sent a leave message. */
+  private readonly departures = new Map<string, number>()
+  /** Highest round each peer sent a delta for, late ones included. */
+  private readonly latestRounds = new Map<string, number>()
   private wake: (() => void) | undefined
 
   constructor(localPeerId: string) {
@@ -44,6 +48,8 @@ export class RoundCollector {
   }
 
   add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' {
+    const latest = this.latestRounds.get(received.peerId) ?? -1
+    if (received.round > latest) this.latestRounds.set(received.peerId, received.round)
     if (received.round < this.currentRound) {
       this.lateMessages++
       return 'late'
@@ -62,6 +68,47 @@ export class RoundCollector {
     return 'stored'
   }
 
+  /** Records that a peer publishes no delta after `lastRound`. */
+  leave(peerId: string, lastRound: number): void {
+    this.departures.set(peerId, lastRound)
+    this.notify()
+  }
+
+  /** True when the peer left, or sent a delta for a round after `round`, so it closed `round`. */
+  hasPassed(peerId: string, round: number): boolean {
+    return this.departures.has(peerId) || (this.latestRounds.get(peerId) ?? -1) > round
+  }
+
+  /**
+   * Resolves once `condition` holds, re-checking it on every notify(). Resolves false when
+   * `timeoutMs` passes first; rejects when the signal aborts.
+   */
+  async waitUntil(
+    condition: () => boolean,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    while (!condition()) {
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) return false
+      signal?.throwIfAborted()
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining)
+        const onAbort = () => resolve()
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.wake = () => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          resolve()
+        }
+      })
+      this.wake = undefined
+    }
+    signal?.throwIfAborted()
+    return true
+  }
+
   /** Re-checks the waiting round, for example after the topic's subscribers changed. */
   notify(): void {
     this.wake?.()
@@ -75,40 +122,30 @@ export class RoundCollector {
   private isComplete(round: number, options: CollectOptions): boolean {
     const senders = this.rounds.get(round)
     if (senders === undefined || !senders.has(this.localPeerId)) return false
-    const subscribers = options.subscribers()
-    if (subscribers.length + 1 < options.minPeers) return false
-    return subscribers.every((peerId) => senders.has(peerId))
+    // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
+    // through a neighbour, from peers it is not connected to.
+    // A peer that left before this round counts towards minPeers, or the rest would wait for
+    // the deadline in every round after it left.
+    let departed = 0
+    for (const lastRound of this.departures.values()) if (lastRound < round) departed++
+    if (senders.size + departed < options.minPeers) return false
+    return options
+      .subscribers()
+      .every((peerId) => senders.has(peerId) || (this.departures.get(peerId) ?? round) < round)
   }
 
   /** Waits until `round` closes, then moves the collector to the next round. */
   async collect(round: number, options: CollectOptions): Promise<CollectedRound> {
-    const deadline = Date.now() + options.deadlineMs
-    let deadlineHit = false
-    while (!this.isComplete(round, options)) {
-      const remaining = deadline - Date.now()
-      if (remaining <= 0) {
-        deadlineHit = true
-        break
-      }
-      options.signal?.throwIfAborted()
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining)
-        const onAbort = () => resolve()
-        options.signal?.addEventListener('abort', onAbort, { once: true })
-        this.wake = () => {
-          clearTimeout(timer)
-          options.signal?.removeEventListener('abort', onAbort)
-          resolve()
-        }
-      })
-      this.wake = undefined
-    }
-    options.signal?.throwIfAborted()
+    const closed = await this.waitUntil(
+      () => this.isComplete(round, options),
+      options.deadlineMs,
+      options.signal,
+    )
     const contributions = [...(this.rounds.get(round)?.values() ?? [])]
     this.currentRound = round + 1
     for (const buffered of this.rounds.keys()) {
       if (buffered <= round) this.rounds.delete(buffered)
     }
-    return { contributions, deadlineHit }
+    return { contributions, deadlineHit: !closed }
   }
 }

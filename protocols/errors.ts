@@ -46,3 +46,20 @@ export class InvalidTopicError extends Error {
     this.name = 'InvalidTopicError'
   }
 }
+
+/** Bytes that start like a leave message but are not a valid version-1 leave message. */
+export class LeaveDecodeError extends Error {
+  static override name = 'LeaveDecodeError'
+
+  /** The layout field that is invalid, e.g. `version`. */
+  readonly field: string
+  /** Byte offset of that field from the start of the message. */
+  readonly offset: number
+
+  constructor(field: string, offset: number, problem: string) {
+    super(`invalid leave message: ${field} at byte offset ${offset} ${problem}`)
+    this.name = 'LeaveDecodeError'
+    this.field = field
+    this.offset = offset
+  }
+}

@@ -18,5 +18,23 @@ export {
   MAX_TENSOR_COUNT,
   MAX_TENSOR_RANK,
 } from './delta.ts'
-export { DeltaDecodeError, DeltaEncodeError, InvalidTopicError } from './errors.ts'
-export { type DeltaValidatorInit, type DeltaVerdict, validateDelta } from './validator.ts'
+export {
+  DeltaDecodeError,
+  DeltaEncodeError,
+  InvalidTopicError,
+  LeaveDecodeError,
+} from './errors.ts'
+export {
+  decodeLeave,
+  encodeLeave,
+  isLeaveMessage,
+  LEAVE_MESSAGE_BYTES,
+  type LeaveMessage,
+} from './leave.ts'
+export {
+  type DeltaValidatorInit,
+  type DeltaVerdict,
+  type LeaveVerdict,
+  validateDelta,
+  validateLeave,
+} from './validator.ts'

@@ -9,7 +9,8 @@
 
 import { bytesEqual, toHex } from './bytes.ts'
 import { type DeltaMessage, type DeltaTensor, decodeDelta } from './delta.ts'
-import { DeltaDecodeError } from './errors.ts'
+import { DeltaDecodeError, LeaveDecodeError } from './errors.ts'
+import { decodeLeave, type LeaveMessage } from './leave.ts'
 
 /** The local peer's view of what a valid delta looks like. */
 export interface DeltaValidatorInit {
@@ -92,6 +93,31 @@ export function validateDelta(bytes: Uint8Array, init: DeltaValidatorInit): Delt
     return { result: 'reject', reason: valueProblem }
   }
 
+  return { result: 'accept', message }
+}
+
+export type LeaveVerdict =
+  | { result: 'accept'; message: LeaveMessage }
+  | { result: 'reject' | 'ignore'; reason: string }
+
+/**
+ * Decides whether gossipsub should accept, ignore or reject a leave message: reject when the
+ * bytes do not decode, ignore when it belongs to another swarm spec, accept otherwise.
+ */
+export function validateLeave(bytes: Uint8Array, specHash: Uint8Array): LeaveVerdict {
+  let message: LeaveMessage
+  try {
+    message = decodeLeave(bytes)
+  } catch (error) {
+    if (error instanceof LeaveDecodeError) return { result: 'reject', reason: error.message }
+    throw error
+  }
+  if (!bytesEqual(message.specHash, specHash)) {
+    return {
+      result: 'ignore',
+      reason: `leave for specHash ${hexPrefix(message.specHash)}… differs from the local swarm spec ${hexPrefix(specHash)}…`,
+    }
+  }
   return { result: 'accept', message }
 }
 

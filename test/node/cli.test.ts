@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { resolve } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 
 const CLI = resolve(import.meta.dirname, '../../node/cli.ts')
 
@@ -19,7 +19,71 @@ async function runPeer(args: string[]): Promise<{ code: number; stdout: string; 
   return { code: code as number, stdout, stderr }
 }
 
+/** Peers started by startPeer; a failed test must not leave them running. */
+const started: ChildProcess[] = []
+
+afterEach(() => {
+  for (const child of started.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+})
+
+/** Starts a peer by hand and resolves with its first listen address once it prints it. */
+function startPeer(args: string[]) {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  started.push(child)
+  let output = ''
+  const address = new Promise<string>((resolveAddress) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /listening on (\S+)/.exec(output)
+      if (match?.[1] !== undefined) resolveAddress(match[1])
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+  })
+  const exited = once(child, 'exit').then(([code]) => ({ code: code as number, output }))
+  return { address, exited }
+}
+
 describe('npm run peer', () => {
+  it('joins peers started by hand with --bootstrap', async () => {
+    const common = [
+      '--peers',
+      '3',
+      '--rounds',
+      '1',
+      '--train-samples',
+      '1500',
+      '--test-samples',
+      '500',
+      '--backend',
+      'wasm',
+    ]
+    const first = startPeer([...common, '--peer-index', '0'])
+    const firstAddress = await first.address
+    const second = startPeer([...common, '--peer-index', '1', '--bootstrap', firstAddress])
+    const secondAddress = await second.address
+    const third = startPeer([
+      ...common,
+      '--peer-index',
+      '2',
+      '--bootstrap',
+      firstAddress,
+      '--bootstrap',
+      secondAddress,
+    ])
+    const results = await Promise.all([first.exited, second.exited, third.exited])
+    const hashes = results.map(
+      ({ output }) => /finished 1 rounds: .*model ([0-9a-f]{64})/.exec(output)?.[1],
+    )
+    for (const { code } of results) expect(code).toBe(0)
+    for (const { output } of results) expect(output).toMatch(/contributors 3 /)
+    expect(hashes[0]).toMatch(/^[0-9a-f]{64}$/)
+    expect(hashes[1]).toBe(hashes[0])
+    expect(hashes[2]).toBe(hashes[0])
+  })
+
   it('documents every option with its default', async () => {
     const { code, stdout } = await runPeer(['--help'])
     expect(code).toBe(0)

@@ -1,10 +1,13 @@
+import { multiaddr } from '@multiformats/multiaddr'
 import * as tf from '@tensorflow/tfjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
 import { selectBackend } from '../../node/backend.ts'
+import { createHost, type Host } from '../../node/host.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer, type PeerInit } from '../../node/peer.ts'
-import { DEFAULT_SPEC, type SwarmSpec, validateSpec } from '../../node/spec.ts'
+import { DEFAULT_SPEC, hashSpec, type SwarmSpec, validateSpec } from '../../node/spec.ts'
+import { type DeltaMessage, encodeDelta } from '../../protocols/index.ts'
 
 const mnist = loadMnist()
 
@@ -27,6 +30,19 @@ async function startPeers(
 async function connect(peers: Peer[]): Promise<void> {
   for (const [index, peer] of peers.entries()) {
     await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
+  }
+}
+
+/** Resolves once the pubsub service knows `count` subscribers of the topic. */
+async function waitForSubscribers(
+  pubsub: Host['services']['pubsub'],
+  topic: string,
+  count: number,
+) {
+  while (pubsub.getSubscribers(topic).length < count) {
+    await new Promise<void>((resolve) => {
+      pubsub.addEventListener('subscription-change', () => resolve(), { once: true })
+    })
   }
 }
 
@@ -106,6 +122,69 @@ describe('peers on loopback', () => {
         expect(result.finalAccuracy).toBeGreaterThanOrEqual(0.9)
       }
     } finally {
+      await Promise.all(peers.map((peer) => peer.stop()))
+    }
+    expect(tf.memory().numTensors).toBe(tensorsBefore)
+  })
+
+  it('reject bad deltas and still agree', async () => {
+    const spec = smallSpec({ peers: 2, swarm: 'hostile', trainSamples: 600 })
+    const rounds: RoundMetrics[] = []
+    const reasons: string[][] = [[], []]
+    let rejectedAll!: () => void
+    const allRejected = new Promise<void>((resolve) => {
+      rejectedAll = resolve
+    })
+    const badMessages: Uint8Array[] = []
+    const peers = await startPeers(spec, (index) => ({
+      maxRounds: 1,
+      onRound: (m) => rounds.push(m),
+      onReject: (reason) => {
+        reasons[index]?.push(reason)
+        if (reasons.every((list) => list.length === badMessages.length)) rejectedAll()
+      },
+    }))
+    const attacker = await createHost()
+    try {
+      await connect(peers)
+      for (const peer of peers) await attacker.dial(multiaddr(peer.addresses()[0] as string))
+      await Promise.all(peers.map((peer) => peer.waitForSwarm()))
+      const shapes = peers[0]?.trainer.shapes ?? []
+      const good = (): DeltaMessage => ({
+        version: 1,
+        codec: 'float32',
+        specHash: hashSpec(spec),
+        round: 0,
+        sampleCount: 100,
+        baseModelHash: new Uint8Array(32),
+        tensors: shapes.map((shape) => ({
+          shape,
+          values: new Float32Array(shape.reduce((a, b) => a * b, 1)),
+        })),
+      })
+      const withNaN = good()
+      withNaN.tensors[1]?.values.fill(Number.NaN)
+      const wrongShape = good()
+      wrongShape.tensors[0] = { shape: [784, 199], values: new Float32Array(784 * 199) }
+      badMessages.push(
+        new Uint8Array([1, 2, 3, 4, 5]),
+        encodeDelta(withNaN),
+        encodeDelta(wrongShape),
+        encodeDelta({ ...good(), sampleCount: 60_000 }),
+      )
+      // The attacker is not subscribed, so the honest peers never wait for a delta from it.
+      const attackerPubsub = attacker.services.pubsub
+      const topic = peers[0]?.topic as string
+      await waitForSubscribers(attackerPubsub, topic, 2)
+      for (const bytes of badMessages) await attackerPubsub.publish(topic, bytes)
+      await allRejected
+      const results = await Promise.all(peers.map((peer) => peer.run()))
+      expect(results[1]?.modelHash).toBe(results[0]?.modelHash)
+      expect(rounds.map((m) => m.contributors)).toEqual([2, 2])
+      expect(rounds.map((m) => m.rejectedMessages)).toEqual([4, 4])
+      expect(reasons[0]?.some((reason) => /sampleCount/.test(reason))).toBe(true)
+    } finally {
+      await attacker.stop()
       await Promise.all(peers.map((peer) => peer.stop()))
     }
     expect(tf.memory().numTensors).toBe(tensorsBefore)

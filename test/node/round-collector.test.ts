@@ -74,4 +74,47 @@ describe('RoundCollector', () => {
     expect(round.deadlineHit).toBe(true)
     expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
   })
+
+  it('stops expecting a peer after its last round', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    collector.add(delta('a', 0))
+    collector.leave('a', 0)
+    await collector.collect(0, { subscribers: () => ['a'], minPeers: 2, deadlineMs: 60_000 })
+    collector.add(delta('self', 1))
+    const next = await collector.collect(1, {
+      subscribers: () => ['a'],
+      minPeers: 2,
+      deadlineMs: 60_000,
+    })
+    expect(next.deadlineHit).toBe(false)
+    expect(next.contributions.map((c) => c.peerId)).toEqual(['self'])
+  })
+
+  it('waits for the last delta of a leaving peer', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    // The leave may overtake the delta it follows; round 0 must still wait for that delta.
+    collector.leave('a', 0)
+    const closing = collector.collect(0, {
+      subscribers: () => ['a'],
+      minPeers: 2,
+      deadlineMs: 60_000,
+    })
+    collector.add(delta('a', 0))
+    const round = await closing
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions.map((c) => c.peerId).sort()).toEqual(['a', 'self'])
+  })
+
+  it('tells which peers passed a round', () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('a', 3))
+    collector.add(delta('b', 2))
+    collector.leave('c', 1)
+    expect(collector.hasPassed('a', 2)).toBe(true)
+    expect(collector.hasPassed('b', 2)).toBe(false)
+    expect(collector.hasPassed('c', 2)).toBe(true)
+    expect(collector.hasPassed('d', 2)).toBe(false)
+  })
 })

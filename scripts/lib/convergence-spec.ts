@@ -100,7 +100,7 @@ function accuracyPanel(
   input: ConvergenceInput,
   modes: Mode[],
   axisMin: number,
-  x: { field: string; title: string; width: number },
+  x: { field: string; title: string; width: number; integer?: boolean },
   title: string,
 ): PanelSpec {
   const values = input.results.flatMap(({ mode, points }) =>
@@ -118,7 +118,14 @@ function accuracyPanel(
         data: { values },
         mark: { type: 'line', point: { size: pointSize }, strokeWidth: 2 },
         encoding: {
-          x: { field: x.field, type: 'quantitative', title: x.title },
+          x: {
+            field: x.field,
+            type: 'quantitative',
+            title: x.title,
+            // Both axes start at 0, so a mode's first point shows how long its first round took.
+            scale: { zero: true },
+            ...(x.integer === true ? { axis: { tickMinStep: 1, format: 'd' } } : {}),
+          },
           y: {
             field: 'accuracy',
             type: 'quantitative',
@@ -226,7 +233,7 @@ export function buildConvergenceSpec(input: ConvergenceInput): TopLevelSpec {
         input,
         modes,
         axisMin,
-        { field: 'roundsTrained', title: 'Rounds trained', width: 420 },
+        { field: 'roundsTrained', title: 'Rounds trained', width: 420, integer: true },
         'B. Test accuracy over rounds',
       ),
       timeToTargetPanel(input, modes),

@@ -7,11 +7,11 @@ import {
   type DeltaMessage,
   deltaTopic,
   encodeDelta,
-  encodeLeave,
-  isLeaveMessage,
-  type LeaveMessage,
+  encodeMembership,
+  isMembershipMessage,
+  type MembershipMessage,
   validateDelta,
-  validateLeave,
+  validateMembership,
 } from '../protocols/index.ts'
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
@@ -78,7 +78,7 @@ export class Peer {
   private readonly collector: RoundCollector
   private readonly maxSampleCount: number
   private readonly maxMessageBytes: number
-  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | LeaveMessage>()
+  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | MembershipMessage>()
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   private bytesSent = 0
   private bytesReceived = 0
@@ -151,11 +151,11 @@ export class Peer {
     }
   }
 
-  /** Validates a delta or leave message and counts it; returns the verdict. */
+  /** Validates a delta, join or leave message and counts it; returns the verdict. */
   private check(bytes: Uint8Array): 'accept' | 'reject' | 'ignore' {
     this.bytesReceived += bytes.byteLength
-    const verdict = isLeaveMessage(bytes)
-      ? validateLeave(bytes, this.specHash)
+    const verdict = isMembershipMessage(bytes)
+      ? validateMembership(bytes, this.specHash)
       : validateDelta(bytes, {
           specHash: this.specHash,
           shapes: this.trainer.shapes,
@@ -174,12 +174,13 @@ export class Peer {
     return verdict.result
   }
 
-  /** Stores an accepted delta in the round collector, or records an accepted leave. */
+  /** Stores an accepted delta in the round collector, or records an accepted join or leave. */
   private store(bytes: Uint8Array, from: PeerId): void {
     const message = this.decoded.get(bytes)
     if (message === undefined) return
-    if (!('tensors' in message)) {
-      this.collector.leave(from.toString(), message.lastRound)
+    if ('kind' in message) {
+      if (message.kind === 'join') this.collector.join(from.toString(), message.round)
+      else this.collector.leave(from.toString(), message.round)
       return
     }
     this.collector.add({
@@ -208,7 +209,7 @@ export class Peer {
       this.store(message.data, message.from)
     })
     await handleDeltaPushes(this.host, this.maxMessageBytes, (bytes, from) => {
-      if (!isLeaveMessage(bytes) && this.check(bytes) === 'accept') this.store(bytes, from)
+      if (!isMembershipMessage(bytes) && this.check(bytes) === 'accept') this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
@@ -268,6 +269,9 @@ export class Peer {
     const localId = this.peerId.toString()
     let result: PeerResult = { rounds: 0, finalAccuracy: 0, modelHash: '', reachedTarget: false }
     try {
+      // The peers subscribed now are the swarm of round 0; a later one takes part once it
+      // announces a join or sends its first delta.
+      this.collector.admit(this.subscribers(), 0)
       for (let round = 0; round < maxRounds; round++) {
         const base = this.trainer.getWeights()
         const baseHash = await hashWeights(base)
@@ -398,14 +402,23 @@ export class Peer {
    * drop the last delta while it still sits in a send buffer.
    */
   private async leave(lastRound: number, signal?: AbortSignal): Promise<void> {
-    const bytes = encodeLeave({ version: 1, specHash: this.specHash, lastRound })
+    const bytes = encodeMembership({
+      kind: 'leave',
+      version: 1,
+      specHash: this.specHash,
+      round: lastRound,
+    })
     try {
       await this.host.services.pubsub.publish(this.topic, bytes)
     } catch (error) {
       log.error('publish of the leave message failed: %s', (error as Error).message)
     }
     const everyonePassed = () =>
-      this.subscribers().every((peerId) => this.collector.hasPassed(peerId, lastRound))
+      this.subscribers().every(
+        (peerId) =>
+          !this.collector.isExpected(peerId, lastRound) ||
+          this.collector.hasPassed(peerId, lastRound),
+      )
     const deadlineMs = this.spec.roundDeadlineSeconds * 1000
     if (!(await this.collector.waitUntil(everyonePassed, deadlineMs, signal))) {
       log.info(

@@ -22,9 +22,11 @@ export interface CollectedRound {
 }
 
 /**
- * Buffers deltas by round. A round closes when the local peer's delta, one from every subscribed
- * peer that has not left before this round, and at least `minPeers` deltas in all are in, or
- * when the deadline passes. Deltas for future rounds wait in the buffer; deltas for closed
+ * Buffers deltas by round. A round closes when the local peer's delta, one from every expected
+ * peer, and at least `minPeers` deltas in all are in, or when the deadline passes. A peer is
+ * expected in a round while it is subscribed, is a member from that round or earlier (admitted
+ * at the start, announced by a join, or known from an earlier delta), and has not left before
+ * the round. Deltas for future rounds wait in the buffer; deltas for closed
  * rounds are counted as late and dropped.
  */
 export class RoundCollector {
@@ -33,6 +35,8 @@ export class RoundCollector {
   private currentRound = 0
   private readonly localPeerId: string
   private readonly rounds = new Map<number, Map<string, ReceivedDelta>>()
+  /** First round each known member contributes to. */
+  private readonly members = new Map<string, number>()
   /** Last round of each peer that sent a leave message. */
   private readonly departures = new Map<string, number>()
   /** Highest round each peer sent a delta for, late ones included. */
@@ -48,6 +52,7 @@ export class RoundCollector {
   }
 
   add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' {
+    if (!this.members.has(received.peerId)) this.members.set(received.peerId, received.round)
     const latest = this.latestRounds.get(received.peerId) ?? -1
     if (received.round > latest) this.latestRounds.set(received.peerId, received.round)
     if (received.round < this.currentRound) {
@@ -66,6 +71,42 @@ export class RoundCollector {
     senders.set(received.peerId, received)
     this.notify()
     return 'stored'
+  }
+
+  /** Makes peers members from `firstRound` on, unless they are members already. */
+  admit(peerIds: string[], firstRound: number): void {
+    for (const peerId of peerIds)
+      if (!this.members.has(peerId)) this.members.set(peerId, firstRound)
+    this.notify()
+  }
+
+  /** Records that a late peer contributes from `firstRound` on. */
+  join(peerId: string, firstRound: number): void {
+    this.members.set(peerId, firstRound)
+    this.departures.delete(peerId)
+    this.notify()
+  }
+
+  /** Moves the collector to `round`, dropping what was buffered for earlier rounds. */
+  skipTo(round: number): void {
+    this.currentRound = round
+    for (const buffered of this.rounds.keys()) if (buffered < round) this.rounds.delete(buffered)
+    this.notify()
+  }
+
+  /** Highest round any peer sent a delta for, or -1. */
+  get latestRound(): number {
+    let latest = -1
+    for (const round of this.latestRounds.values()) latest = Math.max(latest, round)
+    return latest
+  }
+
+  /** True when `peerId` must contribute to `round` before it can close early. */
+  isExpected(peerId: string, round: number): boolean {
+    const firstRound = this.members.get(peerId)
+    if (firstRound === undefined || firstRound > round) return false
+    const lastRound = this.departures.get(peerId)
+    return lastRound === undefined || lastRound >= round
   }
 
   /** Records that a peer publishes no delta after `lastRound`. */
@@ -131,7 +172,7 @@ export class RoundCollector {
     if (senders.size + departed < options.minPeers) return false
     return options
       .subscribers()
-      .every((peerId) => senders.has(peerId) || (this.departures.get(peerId) ?? round) < round)
+      .every((peerId) => senders.has(peerId) || !this.isExpected(peerId, round))
   }
 
   /** Waits until `round` closes, then moves the collector to the next round. */

@@ -47,9 +47,9 @@ export class InvalidTopicError extends Error {
   }
 }
 
-/** Bytes that start like a leave message but are not a valid version-1 leave message. */
-export class LeaveDecodeError extends Error {
-  static override name = 'LeaveDecodeError'
+/** Bytes that start like a join or leave message but are not a valid version-1 one. */
+export class MembershipDecodeError extends Error {
+  static override name = 'MembershipDecodeError'
 
   /** The layout field that is invalid, e.g. `version`. */
   readonly field: string
@@ -57,8 +57,48 @@ export class LeaveDecodeError extends Error {
   readonly offset: number
 
   constructor(field: string, offset: number, problem: string) {
-    super(`invalid leave message: ${field} at byte offset ${offset} ${problem}`)
-    this.name = 'LeaveDecodeError'
+    super(`invalid membership message: ${field} at byte offset ${offset} ${problem}`)
+    this.name = 'MembershipDecodeError'
+    this.field = field
+    this.offset = offset
+  }
+}
+
+/** Bytes that start like a part message but are not a valid version-1 part message. */
+export class PartDecodeError extends Error {
+  static override name = 'PartDecodeError'
+
+  /** The layout field that is invalid, e.g. `senderLength`. */
+  readonly field: string
+  /** Byte offset of that field from the start of the message. */
+  readonly offset: number
+
+  constructor(field: string, offset: number, problem: string) {
+    super(`invalid part message: ${field} at byte offset ${offset} ${problem}`)
+    this.name = 'PartDecodeError'
+    this.field = field
+    this.offset = offset
+  }
+}
+
+/** Bytes that are not a valid version-1 state sync frame, or chunks that do not fit the header. */
+export class StateDecodeError extends Error {
+  static override name = 'StateDecodeError'
+
+  /** The frame kind: `request`, `header` or `chunk`. */
+  readonly frame: string
+  /** The layout field that is invalid, e.g. `kind` or `shapes[1].dims[0]`. */
+  readonly field: string
+  /**
+   * Byte offset of that field from the start of the frame, or for a chunk, from the start of
+   * the weight bytes.
+   */
+  readonly offset: number
+
+  constructor(frame: string, field: string, offset: number, problem: string) {
+    super(`invalid state ${frame} frame: ${field} at byte offset ${offset} ${problem}`)
+    this.name = 'StateDecodeError'
+    this.frame = frame
     this.field = field
     this.offset = offset
   }

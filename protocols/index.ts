@@ -22,19 +22,19 @@ export {
   DeltaDecodeError,
   DeltaEncodeError,
   InvalidTopicError,
-  LeaveDecodeError,
+  MembershipDecodeError,
 } from './errors.ts'
 export {
-  decodeLeave,
-  encodeLeave,
-  isLeaveMessage,
-  LEAVE_MESSAGE_BYTES,
-  type LeaveMessage,
-} from './leave.ts'
+  decodeMembership,
+  encodeMembership,
+  isMembershipMessage,
+  MEMBERSHIP_MESSAGE_BYTES,
+  type MembershipMessage,
+} from './membership.ts'
 export {
   type DeltaValidatorInit,
   type DeltaVerdict,
-  type LeaveVerdict,
+  type MembershipVerdict,
   validateDelta,
-  validateLeave,
+  validateMembership,
 } from './validator.ts'

@@ -9,8 +9,8 @@
 
 import { bytesEqual, toHex } from './bytes.ts'
 import { type DeltaMessage, type DeltaTensor, decodeDelta } from './delta.ts'
-import { DeltaDecodeError, LeaveDecodeError } from './errors.ts'
-import { decodeLeave, type LeaveMessage } from './leave.ts'
+import { DeltaDecodeError, MembershipDecodeError } from './errors.ts'
+import { decodeMembership, type MembershipMessage } from './membership.ts'
 
 /** The local peer's view of what a valid delta looks like. */
 export interface DeltaValidatorInit {
@@ -96,26 +96,26 @@ export function validateDelta(bytes: Uint8Array, init: DeltaValidatorInit): Delt
   return { result: 'accept', message }
 }
 
-export type LeaveVerdict =
-  | { result: 'accept'; message: LeaveMessage }
+export type MembershipVerdict =
+  | { result: 'accept'; message: MembershipMessage }
   | { result: 'reject' | 'ignore'; reason: string }
 
 /**
- * Decides whether gossipsub should accept, ignore or reject a leave message: reject when the
+ * Decides whether gossipsub should accept, ignore or reject a join or leave message: reject when the
  * bytes do not decode, ignore when it belongs to another swarm spec, accept otherwise.
  */
-export function validateLeave(bytes: Uint8Array, specHash: Uint8Array): LeaveVerdict {
-  let message: LeaveMessage
+export function validateMembership(bytes: Uint8Array, specHash: Uint8Array): MembershipVerdict {
+  let message: MembershipMessage
   try {
-    message = decodeLeave(bytes)
+    message = decodeMembership(bytes)
   } catch (error) {
-    if (error instanceof LeaveDecodeError) return { result: 'reject', reason: error.message }
+    if (error instanceof MembershipDecodeError) return { result: 'reject', reason: error.message }
     throw error
   }
   if (!bytesEqual(message.specHash, specHash)) {
     return {
       result: 'ignore',
-      reason: `leave for specHash ${hexPrefix(message.specHash)}… differs from the local swarm spec ${hexPrefix(specHash)}…`,
+      reason: `${message.kind} for specHash ${hexPrefix(message.specHash)}… differs from the local swarm spec ${hexPrefix(specHash)}…`,
     }
   }
   return { result: 'accept', message }

@@ -118,3 +118,43 @@ describe('RoundCollector', () => {
     expect(collector.hasPassed('d', 2)).toBe(false)
   })
 })
+
+describe('RoundCollector membership', () => {
+  it('waits for an admitted member', async () => {
+    const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
+    collector.add(delta('self', 0))
+    const closing = collector.collect(0, {
+      subscribers: () => ['a'],
+      minPeers: 1,
+      deadlineMs: 60_000,
+    })
+    expect(collector.isExpected('a', 0)).toBe(true)
+    collector.add(delta('a', 0))
+    const round = await closing
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions).toHaveLength(2)
+  })
+
+  it('does not wait for a subscriber that never joined', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    const round = await collector.collect(0, {
+      subscribers: () => ['newcomer'],
+      minPeers: 1,
+      deadlineMs: 60_000,
+    })
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
+  })
+
+  it('expects a joined peer from its first round', () => {
+    const collector = new RoundCollector('self')
+    collector.join('late', 4)
+    expect(collector.isExpected('late', 3)).toBe(false)
+    expect(collector.isExpected('late', 4)).toBe(true)
+    collector.leave('late', 6)
+    expect(collector.isExpected('late', 6)).toBe(true)
+    expect(collector.isExpected('late', 7)).toBe(false)
+  })
+})

@@ -2,41 +2,66 @@
  * Version-1 delta message: the weight change one peer trained in one round, as published on
  * the delta topic.
  *
- * Layout. Integers are big-endian, float values are little-endian IEEE 754 binary32.
+ * Layout. Integers are big-endian. Tensor values are encoded by the codec named in the header,
+ * whose payload layouts and byte orders codecs.ts documents.
  *
- * | offset | size         | field         | contents                                          |
- * | -----: | :----------- | :------------ | :------------------------------------------------ |
- * |      0 | 4            | magic         | ASCII `DLD1` (0x44 0x4c 0x44 0x31)                |
- * |      4 | 1            | version       | u8, 1                                             |
- * |      5 | 1            | codec         | u8, 0 = float32 (the only codec so far)           |
- * |      6 | 32           | specHash      | SHA-256 of the swarm spec                         |
- * |     38 | 4            | round         | u32, training round the delta belongs to          |
- * |     42 | 4            | sampleCount   | u32, training samples behind the delta            |
- * |     46 | 32           | baseModelHash | SHA-256 of the model the delta was trained from   |
- * |     78 | 2            | tensorCount   | u16, number of tensor records that follow         |
- * |     80 | per tensor:  |               |                                                   |
- * |        | 1            | rank          | u8, 0..8                                          |
- * |        | 4 * rank     | dims          | u32 each                                          |
- * |        | 4 * prod     | values        | prod(dims) float32 values in row-major order      |
+ * | offset | size          | field         | contents                                          |
+ * | -----: | :------------ | :------------ | :------------------------------------------------ |
+ * |      0 | 4             | magic         | ASCII `DLD1` (0x44 0x4c 0x44 0x31)                |
+ * |      4 | 1             | version       | u8, 1                                             |
+ * |      5 | 1             | codec         | u8, 0 float32, 1 float16, 2 int8, 3 topk          |
+ * |      6 | 4             | codecParam    | u32, int8 block size (1..65535), topk fraction in |
+ * |        |               |               | billionths (1..10^9), 0 for float32 and float16   |
+ * |     10 | 32            | specHash      | SHA-256 of the swarm spec                         |
+ * |     42 | 4             | round         | u32, training round the delta belongs to          |
+ * |     46 | 4             | sampleCount   | u32, training samples behind the delta            |
+ * |     50 | 32            | baseModelHash | SHA-256 of the model the delta was trained from   |
+ * |     82 | 2             | tensorCount   | u16, number of tensor records that follow         |
+ * |     84 | per tensor:   |               |                                                   |
+ * |        | 1             | rank          | u8, 0..8                                          |
+ * |        | 4 * rank      | dims          | u32 each                                          |
+ * |        | 4             | payloadLength | u32, payloadSize(prod(dims), codec) bytes         |
+ * |        | payloadLength | payload       | prod(dims) values in row-major order, encoded     |
  *
  * A rank-0 tensor is a scalar with one value. The encoded size is
- * 80 + sum over tensors of (1 + 4 * rank + 4 * prod(dims)) bytes.
+ * 84 + sum over tensors of (1 + 4 * rank + 4 + payloadSize(prod(dims), codec)) bytes, and
+ * payloadSize depends only on the value count and the codec, topk included.
  */
 
 import { bytesEqual, toHex } from './bytes.ts'
+import {
+  type CodecSpec,
+  checkCodec,
+  codecFromWire,
+  codecId,
+  codecParam,
+  decodeTensor,
+  encodeTensor,
+  formatCodec,
+  MAX_CODEC_VALUE_COUNT,
+  payloadSize,
+} from './codecs.ts'
 import { DELTA_MESSAGE_VERSION } from './constants.ts'
-import { DeltaDecodeError, DeltaEncodeError } from './errors.ts'
+import {
+  CodecDecodeError,
+  CodecEncodeError,
+  CodecSpecError,
+  DeltaDecodeError,
+  DeltaEncodeError,
+} from './errors.ts'
 
 /** One tensor of a delta, with its values in row-major order. */
 export interface DeltaTensor {
   shape: number[]
+  /** The float32 values before encoding, or the decoded values after decoding. */
   values: Float32Array
 }
 
 /** A decoded version-1 delta message. */
 export interface DeltaMessage {
   version: 1
-  codec: 'float32'
+  /** Codec that encodes every tensor of the message. */
+  codec: CodecSpec
   /** SHA-256 of the swarm spec, 32 bytes. */
   specHash: Uint8Array
   round: number
@@ -47,28 +72,46 @@ export interface DeltaMessage {
   tensors: DeltaTensor[]
 }
 
+/** Options of decodeDelta. */
+export interface DeltaDecodeOptions {
+  /**
+   * Maximum number of values, summed over all tensors, that a message may decode to. A topk
+   * payload of a few bytes can describe a tensor of billions of values, so this bounds the
+   * memory a hostile message can make the decoder allocate.
+   *
+   * @default DEFAULT_MAX_DELTA_VALUES
+   */
+  maxValueCount?: number
+}
+
 /** Byte length of the fixed fields before the first tensor record. */
-export const DELTA_HEADER_BYTES = 80
+export const DELTA_HEADER_BYTES = 84
 /** Byte length of specHash and baseModelHash. */
 export const DELTA_HASH_BYTES = 32
 /** Maximum tensor rank the layout allows. */
 export const MAX_TENSOR_RANK = 8
 /** Maximum number of tensors that the u16 tensorCount field can encode. */
 export const MAX_TENSOR_COUNT = 0xffff
+/**
+ * Default maxValueCount of decodeDelta: 2^26 values, 256 MiB as float32. The 784-200-200-10
+ * MLP has 199,210 values.
+ *
+ * NOTE: a chosen bound with wide headroom, not a measured one. A caller that knows the
+ * expected shapes, such as the topic validator, can pass their total instead.
+ */
+export const DEFAULT_MAX_DELTA_VALUES = 2 ** 26
 
 const MAGIC = Uint8Array.of(0x44, 0x4c, 0x44, 0x31)
-const CODEC_FLOAT32 = 0
 const MAX_U32 = 0xffff_ffff
-const FLOAT32_BYTES = 4
-
-// Typed arrays use the host byte order, but the layout fixes float values as little-endian.
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1
+const FLOAT32 = { name: 'float32' } as const satisfies CodecSpec
 
 /**
- * Computes the encoded byte length of a delta message whose tensors have these shapes.
- * Throws DeltaEncodeError for a shape the layout cannot carry.
+ * Computes the encoded byte length of a delta message whose tensors have these shapes and are
+ * encoded with `codec` (float32 when omitted). Throws DeltaEncodeError for a shape or codec
+ * the layout cannot carry.
  */
-export function encodedDeltaSize(shapes: number[][]): number {
+export function encodedDeltaSize(shapes: number[][], codec: CodecSpec = FLOAT32): number {
+  checkMessageCodec(codec)
   if (shapes.length > MAX_TENSOR_COUNT) {
     throw new DeltaEncodeError(
       'tensors',
@@ -77,64 +120,83 @@ export function encodedDeltaSize(shapes: number[][]): number {
   }
   let size = DELTA_HEADER_BYTES
   shapes.forEach((shape, index) => {
-    const valueCount = checkShape(shape, `tensors[${index}].shape`)
-    size += tensorRecordSize(shape.length, valueCount)
+    const field = `tensors[${index}].shape`
+    const valueCount = checkShape(shape, field)
+    size += 1 + 4 * shape.length + 4 + checkedPayloadSize(valueCount, codec, field)
   })
   return size
 }
 
 /**
- * Encodes a delta message into one buffer of exactly encodedDeltaSize bytes.
- * Throws DeltaEncodeError, naming the field, for a hash that is not 32 bytes, an integer
- * outside its field's range, a shape the layout cannot carry, or values whose length is not
- * the product of the shape.
+ * Encodes a delta message into one buffer of exactly encodedDeltaSize bytes, encoding each
+ * tensor's float32 values with message.codec.
+ *
+ * Throws DeltaEncodeError, naming the field, for any of:
+ * - an invalid codec, a hash that is not 32 bytes, or an integer outside its field's range
+ * - a shape the layout cannot carry, or values whose length is not the product of the shape
+ * - a value the codec cannot encode: NaN or ±Infinity for int8, NaN for topk.
  */
 export function encodeDelta(message: DeltaMessage): Uint8Array {
   checkMessage(message)
-  const out = new Uint8Array(encodedDeltaSize(message.tensors.map((tensor) => tensor.shape)))
+  const { codec } = message
+  const out = new Uint8Array(
+    encodedDeltaSize(
+      message.tensors.map((tensor) => tensor.shape),
+      codec,
+    ),
+  )
   const view = new DataView(out.buffer)
 
   out.set(MAGIC, 0)
   view.setUint8(4, DELTA_MESSAGE_VERSION)
-  view.setUint8(5, CODEC_FLOAT32)
-  out.set(message.specHash, 6)
-  view.setUint32(38, message.round)
-  view.setUint32(42, message.sampleCount)
-  out.set(message.baseModelHash, 46)
-  view.setUint16(78, message.tensors.length)
+  view.setUint8(5, codecId(codec))
+  view.setUint32(6, codecParam(codec))
+  out.set(message.specHash, 10)
+  view.setUint32(42, message.round)
+  view.setUint32(46, message.sampleCount)
+  out.set(message.baseModelHash, 50)
+  view.setUint16(82, message.tensors.length)
 
   let offset = DELTA_HEADER_BYTES
-  for (const { shape, values } of message.tensors) {
+  message.tensors.forEach(({ shape, values }, index) => {
     view.setUint8(offset, shape.length)
     offset += 1
     for (const dim of shape) {
       view.setUint32(offset, dim)
       offset += 4
     }
-    const valueBytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
-    out.set(valueBytes, offset)
-    if (!HOST_IS_LITTLE_ENDIAN) {
-      swapFloat32ByteOrder(out.subarray(offset, offset + values.byteLength))
-    }
-    offset += values.byteLength
-  }
+    const payload = encodeTensorField(values, codec, `tensors[${index}]`)
+    view.setUint32(offset, payload.byteLength)
+    offset += 4
+    out.set(payload, offset)
+    offset += payload.byteLength
+  })
   return out
 }
 
 /**
- * Decodes a version-1 delta message. The input may be any Uint8Array view, including a Node
- * Buffer at an unaligned byteOffset, and is never modified. The result shares no memory with
- * it.
+ * Decodes a version-1 delta message and the values of its tensors. The input may be any
+ * Uint8Array view, including a Node Buffer at an unaligned byteOffset, and is never modified.
+ * The result shares no memory with it.
  *
- * Throws DeltaDecodeError, naming the field and its byte offset, when the bytes end early,
- * have trailing bytes, or carry an unknown magic, version or codec, a rank above 8, or dims
- * that describe more values than the remaining bytes hold. Every length is checked before it
- * is read or allocated, so a hostile dims field cannot make the value arrays larger than the
- * input.
+ * Throws DeltaDecodeError, naming the field and its byte offset, when:
+ * - the bytes end early or have trailing bytes
+ * - the magic, version or codec is unknown, or the codec does not allow the codecParam
+ * - a rank is above 8, or the dims describe more than maxValueCount values in all
+ * - a payloadLength differs from the codec's payload size for the dims
+ * - the codec rejects a payload, e.g. for a NaN int8 scale or a topk index out of range.
+ *
+ * Every length is checked before it is read or allocated.
  */
-export function decodeDelta(bytes: Uint8Array): DeltaMessage {
+export function decodeDelta(bytes: Uint8Array, options: DeltaDecodeOptions = {}): DeltaMessage {
   if (!(bytes instanceof Uint8Array)) {
     throw new DeltaDecodeError('message', 0, 'is not a Uint8Array')
+  }
+  const maxValueCount = options.maxValueCount ?? DEFAULT_MAX_DELTA_VALUES
+  if (!Number.isInteger(maxValueCount) || maxValueCount < 0) {
+    throw new RangeError(
+      `Expected maxValueCount to be an integer >= 0, got ${String(maxValueCount)}`,
+    )
   }
   const reader = new ByteReader(bytes)
 
@@ -158,16 +220,7 @@ export function decodeDelta(bytes: Uint8Array): DeltaMessage {
     )
   }
 
-  const codecOffset = reader.offset
-  const codec = reader.readUint8('codec')
-  if (codec !== CODEC_FLOAT32) {
-    throw new DeltaDecodeError(
-      'codec',
-      codecOffset,
-      `is ${codec}, but only codec ${CODEC_FLOAT32} (float32) is supported`,
-    )
-  }
-
+  const codec = readCodec(reader)
   const specHash = reader.copyBytes(DELTA_HASH_BYTES, 'specHash')
   const round = reader.readUint32('round')
   const sampleCount = reader.readUint32('sampleCount')
@@ -175,8 +228,11 @@ export function decodeDelta(bytes: Uint8Array): DeltaMessage {
   const tensorCount = reader.readUint16('tensorCount')
 
   const tensors: DeltaTensor[] = []
+  let valueBudget = Math.min(maxValueCount, MAX_CODEC_VALUE_COUNT)
   for (let index = 0; index < tensorCount; index++) {
-    tensors.push(readTensor(reader, `tensors[${index}]`))
+    const tensor = readTensor(reader, codec, valueBudget, `tensors[${index}]`)
+    valueBudget -= tensor.values.length
+    tensors.push(tensor)
   }
 
   const trailing = reader.remaining()
@@ -191,7 +247,7 @@ export function decodeDelta(bytes: Uint8Array): DeltaMessage {
 
   return {
     version: DELTA_MESSAGE_VERSION,
-    codec: 'float32',
+    codec,
     specHash,
     round,
     sampleCount,
@@ -200,7 +256,28 @@ export function decodeDelta(bytes: Uint8Array): DeltaMessage {
   }
 }
 
-function readTensor(reader: ByteReader, field: string): DeltaTensor {
+function readCodec(reader: ByteReader): CodecSpec {
+  const codecOffset = reader.offset
+  const id = reader.readUint8('codec')
+  const paramOffset = reader.offset
+  const param = reader.readUint32('codecParam')
+  try {
+    return codecFromWire(id, param)
+  } catch (error) {
+    if (error instanceof CodecDecodeError) {
+      const offset = error.field === 'codec' ? codecOffset : paramOffset
+      throw new DeltaDecodeError(error.field, offset, error.problem)
+    }
+    throw error
+  }
+}
+
+function readTensor(
+  reader: ByteReader,
+  codec: CodecSpec,
+  valueBudget: number,
+  field: string,
+): DeltaTensor {
   const rankOffset = reader.offset
   const rank = reader.readUint8(`${field}.rank`)
   if (rank > MAX_TENSOR_RANK) {
@@ -217,37 +294,59 @@ function readTensor(reader: ByteReader, field: string): DeltaTensor {
     shape.push(reader.readUint32(`${field}.dims[${axis}]`))
   }
 
-  // The product of up to 8 u32 values stays below 2^256, so it is a finite double. It can be
-  // inexact above 2^53, but any count that large exceeds the remaining bytes and is rejected.
-  const valueCount = product(shape)
-  const byteLength = valueCount * FLOAT32_BYTES
-  if (byteLength > reader.remaining()) {
+  const lengthOffset = reader.offset
+  const payloadLength = reader.readUint32(`${field}.payloadLength`)
+  if (payloadLength > reader.remaining()) {
     throw new DeltaDecodeError(
-      `${field}.dims`,
-      dimsOffset,
-      `[${shape.join(', ')}] describe ${valueCount} float32 values (${byteLength} bytes), ` +
-        `but only ${reader.remaining()} bytes remain in the message`,
+      `${field}.payloadLength`,
+      lengthOffset,
+      `is ${payloadLength}, but only ${reader.remaining()} bytes remain in the message`,
     )
   }
 
-  // Copying gives the Float32Array its own buffer at offset 0, which it needs because the
-  // values may start at an unaligned offset in the input.
-  const valueBytes = reader.copyBytes(byteLength, `${field}.values`)
-  if (!HOST_IS_LITTLE_ENDIAN) {
-    swapFloat32ByteOrder(valueBytes)
+  // The product of up to 8 u32 values stays below 2^256, so it is a finite double. It can be
+  // inexact above 2^53, but the budget, at most 2^50, rejects any count that large.
+  const valueCount = product(shape)
+  if (valueCount > valueBudget) {
+    throw new DeltaDecodeError(
+      `${field}.dims`,
+      dimsOffset,
+      `[${shape.join(', ')}] describe ${valueCount} values, but the message may decode to ` +
+        `at most ${valueBudget} more values (decodeDelta option maxValueCount)`,
+    )
   }
-  return { shape, values: new Float32Array(valueBytes.buffer, 0, valueCount) }
+
+  const expectedLength = payloadSize(valueCount, codec)
+  if (payloadLength !== expectedLength) {
+    throw new DeltaDecodeError(
+      `${field}.payloadLength`,
+      lengthOffset,
+      `is ${payloadLength}, but ${formatCodec(codec)} needs ${expectedLength} bytes for ` +
+        `${valueCount} values`,
+    )
+  }
+
+  const payloadOffset = reader.offset
+  const payload = reader.view(payloadLength)
+  try {
+    return { shape, values: decodeTensor(payload, valueCount, codec, `${field}.payload`) }
+  } catch (error) {
+    if (error instanceof CodecDecodeError) {
+      throw new DeltaDecodeError(error.field, payloadOffset + error.offset, error.problem)
+    }
+    throw error
+  }
 }
 
 /** Sequential reader that checks every length against the end of the input before reading. */
 class ByteReader {
   readonly bytes: Uint8Array
-  readonly view: DataView
+  readonly dataView: DataView
   offset = 0
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    this.dataView = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   }
 
   remaining(): number {
@@ -256,21 +355,21 @@ class ByteReader {
 
   readUint8(field: string): number {
     this.require(1, field)
-    const value = this.view.getUint8(this.offset)
+    const value = this.dataView.getUint8(this.offset)
     this.offset += 1
     return value
   }
 
   readUint16(field: string): number {
     this.require(2, field)
-    const value = this.view.getUint16(this.offset)
+    const value = this.dataView.getUint16(this.offset)
     this.offset += 2
     return value
   }
 
   readUint32(field: string): number {
     this.require(4, field)
-    const value = this.view.getUint32(this.offset)
+    const value = this.dataView.getUint32(this.offset)
     this.offset += 4
     return value
   }
@@ -282,6 +381,13 @@ class ByteReader {
     copy.set(this.bytes.subarray(this.offset, this.offset + length))
     this.offset += length
     return copy
+  }
+
+  /** Returns a view of the next `length` bytes without copying; the caller checked the length. */
+  view(length: number): Uint8Array {
+    const view = this.bytes.subarray(this.offset, this.offset + length)
+    this.offset += length
+    return view
   }
 
   private require(length: number, field: string): void {
@@ -302,12 +408,7 @@ function checkMessage(message: DeltaMessage): void {
       `is ${String(message.version)}, but only version ${DELTA_MESSAGE_VERSION} is supported`,
     )
   }
-  if (message.codec !== 'float32') {
-    throw new DeltaEncodeError(
-      'codec',
-      `is ${JSON.stringify(message.codec)}, but only "float32" is supported`,
-    )
-  }
+  checkMessageCodec(message.codec)
   checkHash(message.specHash, 'specHash')
   checkUint32(message.round, 'round')
   checkUint32(message.sampleCount, 'sampleCount')
@@ -328,6 +429,47 @@ function checkMessage(message: DeltaMessage): void {
       )
     }
   })
+}
+
+function checkMessageCodec(codec: CodecSpec): void {
+  try {
+    checkCodec(codec)
+  } catch (error) {
+    if (error instanceof CodecSpecError) {
+      throw new DeltaEncodeError('codec', `is invalid: ${error.message}`)
+    }
+    throw error
+  }
+}
+
+function encodeTensorField(values: Float32Array, codec: CodecSpec, field: string): Uint8Array {
+  try {
+    return encodeTensor(values, codec)
+  } catch (error) {
+    if (error instanceof CodecEncodeError) {
+      throw new DeltaEncodeError(`${field}.${error.field}`, error.problem)
+    }
+    throw error
+  }
+}
+
+/** Returns the payload size of a tensor, checking that payloadLength, a u32, can hold it. */
+function checkedPayloadSize(valueCount: number, codec: CodecSpec, field: string): number {
+  if (valueCount > MAX_CODEC_VALUE_COUNT) {
+    throw new DeltaEncodeError(
+      field,
+      `describes ${valueCount} values, but a codec accepts at most 2^50 per tensor`,
+    )
+  }
+  const size = payloadSize(valueCount, codec)
+  if (size > MAX_U32) {
+    throw new DeltaEncodeError(
+      field,
+      `needs ${size} payload bytes with ${formatCodec(codec)}, but payloadLength is a u32 ` +
+        `and allows at most ${MAX_U32}`,
+    )
+  }
+  return size
 }
 
 /** Validates a shape against the layout and returns its number of values. */
@@ -368,26 +510,10 @@ function checkHash(hash: Uint8Array, field: string): void {
   }
 }
 
-function tensorRecordSize(rank: number, valueCount: number): number {
-  return 1 + 4 * rank + FLOAT32_BYTES * valueCount
-}
-
 function product(shape: number[]): number {
   let result = 1
   for (const dim of shape) {
     result *= dim
   }
   return result
-}
-
-/** Reverses each 4-byte group in place, converting float32 values between byte orders. */
-function swapFloat32ByteOrder(bytes: Uint8Array): void {
-  for (let i = 0; i + 3 < bytes.length; i += 4) {
-    const b0 = bytes[i] as number
-    const b1 = bytes[i + 1] as number
-    bytes[i] = bytes[i + 3] as number
-    bytes[i + 1] = bytes[i + 2] as number
-    bytes[i + 2] = b1
-    bytes[i + 3] = b0
-  }
 }

@@ -1,33 +1,49 @@
 import { describe, expect, it } from 'vitest'
 import {
+  type CodecSpec,
+  DEFAULT_MAX_DELTA_VALUES,
   DELTA_HEADER_BYTES,
   DeltaDecodeError,
   DeltaEncodeError,
   type DeltaMessage,
   decodeDelta,
+  decodeTensor,
   encodeDelta,
   encodedDeltaSize,
+  encodeTensor,
   MAX_TENSOR_COUNT,
 } from '../../protocols/index.ts'
 import {
+  atOddOffset,
   bitsOf,
   buildMessage,
   createRandom,
   filledHash,
   MLP_SHAPES,
+  MLP_VALUE_COUNT,
   randomBitValues,
   sameBits,
   shapeSize,
 } from './fixtures.ts'
 
-// 80 header bytes + (1 + 8 + 4*156800) + (1 + 4 + 4*200) + (1 + 8 + 4*2000) + (1 + 4 + 4*10).
-const MLP_ENCODED_BYTES = 636_148
+// 84 header bytes, then per tensor rank, dims and payloadLength: 6 + 4 * 9 dims + 6 * 4,
+// then 4 bytes for each of the 199,210 values.
+const MLP_ENCODED_BYTES = 84 + 66 + 4 * MLP_VALUE_COUNT
+
+const CODECS: CodecSpec[] = [
+  { name: 'float32' },
+  { name: 'float16' },
+  { name: 'int8', blockSize: 256 },
+  { name: 'int8', blockSize: 7 },
+  { name: 'topk', fraction: 0.01 },
+  { name: 'topk', fraction: 1 },
+]
 
 /** Two tensors: shape [2] with values [1, -2], and a scalar 0.5. */
 function smallMessage(): DeltaMessage {
   return {
     version: 1,
-    codec: 'float32',
+    codec: { name: 'float32' },
     specHash: filledHash(0xa1),
     round: 0x01020304,
     sampleCount: 0x0a0b0c0d,
@@ -43,6 +59,7 @@ const SMALL_MESSAGE_BYTES = Uint8Array.from([
   ...[0x44, 0x4c, 0x44, 0x31], // magic "DLD1"
   0x01, // version
   0x00, // codec float32
+  ...[0x00, 0x00, 0x00, 0x00], // codecParam
   ...new Array(32).fill(0xa1), // specHash
   ...[0x01, 0x02, 0x03, 0x04], // round, big-endian
   ...[0x0a, 0x0b, 0x0c, 0x0d], // sampleCount, big-endian
@@ -50,9 +67,11 @@ const SMALL_MESSAGE_BYTES = Uint8Array.from([
   ...[0x00, 0x02], // tensorCount
   0x01, // tensors[0].rank
   ...[0x00, 0x00, 0x00, 0x02], // tensors[0].dims[0]
+  ...[0x00, 0x00, 0x00, 0x08], // tensors[0].payloadLength
   ...[0x00, 0x00, 0x80, 0x3f], // 1.0, little-endian
   ...[0x00, 0x00, 0x00, 0xc0], // -2.0, little-endian
   0x00, // tensors[1].rank
+  ...[0x00, 0x00, 0x00, 0x04], // tensors[1].payloadLength
   ...[0x00, 0x00, 0x00, 0x3f], // 0.5, little-endian
 ])
 
@@ -190,14 +209,91 @@ describe('encodeDelta', () => {
 
     expect(encodeError(message).field).toBe('codec')
   })
+
+  it('rejects an invalid codec parameter', () => {
+    const cases: CodecSpec[] = [
+      { name: 'int8', blockSize: 0 },
+      { name: 'int8', blockSize: 65_536 },
+      { name: 'topk', fraction: 0 },
+      { name: 'topk', fraction: 1.5 },
+      { name: 'topk', fraction: 0.1234567891 },
+    ]
+    for (const codec of cases) {
+      const error = encodeError({ ...smallMessage(), codec })
+      expect(error.field, JSON.stringify(codec)).toBe('codec')
+    }
+  })
+
+  it('rejects NaN under int8, naming the value', () => {
+    const message = { ...smallMessage(), codec: { name: 'int8', blockSize: 4 } as const }
+    message.tensors[1] = { shape: [], values: Float32Array.of(Number.NaN) }
+    const error = encodeError(message)
+
+    expect(error.field).toBe('tensors[1].values[0]')
+    expect(error.message).toContain('is NaN, but int8 encodes only finite values')
+  })
+
+  it('writes codec id and parameter', () => {
+    const cases: [CodecSpec, number, number][] = [
+      [{ name: 'float32' }, 0, 0],
+      [{ name: 'float16' }, 1, 0],
+      [{ name: 'int8', blockSize: 256 }, 2, 256],
+      [{ name: 'topk', fraction: 0.25 }, 3, 250_000_000],
+    ]
+    for (const [codec, id, param] of cases) {
+      const bytes = encodeDelta({ ...smallMessage(), codec })
+      const view = new DataView(bytes.buffer)
+      expect(view.getUint8(5), `${codec.name} id`).toBe(id)
+      expect(view.getUint32(6), `${codec.name} codecParam`).toBe(param)
+    }
+  })
 })
 
 describe('encodedDeltaSize', () => {
-  it('counts header, rank, dims and values', () => {
+  it('counts header, rank, dims, payloadLength and values', () => {
     expect(encodedDeltaSize([])).toBe(DELTA_HEADER_BYTES)
-    expect(encodedDeltaSize([[]])).toBe(DELTA_HEADER_BYTES + 1 + 4)
-    expect(encodedDeltaSize([[2, 3]])).toBe(DELTA_HEADER_BYTES + 1 + 8 + 24)
-    expect(encodedDeltaSize([[0, 7]])).toBe(DELTA_HEADER_BYTES + 1 + 8)
+    expect(encodedDeltaSize([[]])).toBe(DELTA_HEADER_BYTES + 1 + 4 + 4)
+    expect(encodedDeltaSize([[2, 3]])).toBe(DELTA_HEADER_BYTES + 1 + 8 + 4 + 24)
+    expect(encodedDeltaSize([[0, 7]])).toBe(DELTA_HEADER_BYTES + 1 + 8 + 4)
+  })
+
+  it('counts the payload of each codec', () => {
+    const record = DELTA_HEADER_BYTES + 1 + 8 + 4
+    expect(encodedDeltaSize([[2, 3]], { name: 'float16' })).toBe(record + 12)
+    // Two blocks of 4 and 2 values: two float32 scales and six int8 values.
+    expect(encodedDeltaSize([[2, 3]], { name: 'int8', blockSize: 4 })).toBe(record + 8 + 6)
+    // topk:0.5 keeps ceil(0.5 * 6) = 3 indices and values.
+    expect(encodedDeltaSize([[2, 3]], { name: 'topk', fraction: 0.5 })).toBe(record + 24)
+    expect(encodedDeltaSize([[0, 3]], { name: 'topk', fraction: 0.5 })).toBe(record)
+  })
+
+  it('matches encodeDelta for every codec', () => {
+    for (const codec of CODECS) {
+      const encoded = encodeDelta(buildMessage(MLP_SHAPES, 3, codec))
+      expect(encoded.byteLength, JSON.stringify(codec)).toBe(encodedDeltaSize(MLP_SHAPES, codec))
+    }
+  })
+
+  it('rejects a payload beyond a u32 payloadLength', () => {
+    expect(() => encodedDeltaSize([[2 ** 31, 2]])).toThrow(DeltaEncodeError)
+    expect(() => encodedDeltaSize([[2 ** 31, 2]])).toThrow(
+      'needs 17179869184 payload bytes with float32, but payloadLength is a u32',
+    )
+  })
+
+  it('sizes a huge topk tensor', () => {
+    // ceil(10^-9 * 2^32) = 5 kept values.
+    const size = encodedDeltaSize([[2 ** 31, 2]], { name: 'topk', fraction: 1e-9 })
+
+    expect(size).toBe(DELTA_HEADER_BYTES + 1 + 8 + 4 + 40)
+  })
+
+  it('rejects more values than a codec accepts', () => {
+    const shapes = [[2 ** 32 - 1, 2 ** 32 - 1]]
+
+    expect(() => encodedDeltaSize(shapes, { name: 'topk', fraction: 1e-9 })).toThrow(
+      'a codec accepts at most 2^50 per tensor',
+    )
   })
 
   it('rejects more tensors than tensorCount holds', () => {
@@ -212,7 +308,7 @@ describe('decodeDelta round trip', () => {
     const random = createRandom(42)
     const message: DeltaMessage = {
       version: 1,
-      codec: 'float32',
+      codec: { name: 'float32' },
       specHash: Uint8Array.from({ length: 32 }, (_, i) => i),
       round: 123_456,
       sampleCount: 15_000,
@@ -225,12 +321,12 @@ describe('decodeDelta round trip', () => {
     const decoded = decodeDelta(encodeDelta(message))
 
     expect(decoded.version).toBe(1)
-    expect(decoded.codec).toBe('float32')
+    expect(decoded.codec).toEqual({ name: 'float32' })
     expect(decoded.specHash).toEqual(message.specHash)
     expect(decoded.round).toBe(123_456)
     expect(decoded.sampleCount).toBe(15_000)
     expect(decoded.baseModelHash).toEqual(message.baseModelHash)
-    expect(decoded.tensors.length).toBe(4)
+    expect(decoded.tensors.length).toBe(6)
     message.tensors.forEach((tensor, index) => {
       const actual = decoded.tensors[index]
       expect(actual?.shape, `tensors[${index}].shape`).toEqual(tensor.shape)
@@ -317,12 +413,12 @@ describe('decodeDelta rejects', () => {
   })
 
   it('truncation naming the field and offset', () => {
-    const error = decodeError(SMALL_MESSAGE_BYTES.subarray(0, 40))
+    const error = decodeError(SMALL_MESSAGE_BYTES.subarray(0, 44))
 
     expect(error.field).toBe('round')
-    expect(error.offset).toBe(38)
+    expect(error.offset).toBe(42)
     expect(error.message).toBe(
-      'invalid delta message: round at byte offset 38 needs 4 bytes, but only 2 remain in the message',
+      'invalid delta message: round at byte offset 42 needs 4 bytes, but only 2 remain in the message',
     )
   })
 
@@ -356,40 +452,220 @@ describe('decodeDelta rejects', () => {
     expect(error.message).toContain('codec at byte offset 5 is 7')
   })
 
+  it('codecParam other than 0 for float32', () => {
+    const error = decodeError(withByte(SMALL_MESSAGE_BYTES, 9, 5))
+
+    expect(error.field).toBe('codecParam')
+    expect(error.offset).toBe(6)
+    expect(error.message).toContain('codecParam at byte offset 6 is 5, expected 0 for float32')
+  })
+
+  it('codecParam outside the codec range', () => {
+    const cases: [number, number, string][] = [
+      [2, 0, 'int8 block size'],
+      [2, 65_536, 'int8 block size'],
+      [3, 0, 'topk fraction'],
+      [3, 1_000_000_001, 'topk fraction'],
+      [1, 1, 'expected 0 for float16'],
+    ]
+    for (const [id, param, problem] of cases) {
+      const bytes = SMALL_MESSAGE_BYTES.slice()
+      bytes[5] = id
+      new DataView(bytes.buffer).setUint32(6, param)
+      const error = decodeError(bytes)
+      expect(error.field, `codec ${id} param ${param}`).toBe('codecParam')
+      expect(error.message, `codec ${id} param ${param}`).toContain(problem)
+    }
+  })
+
   it('rank 9', () => {
-    const error = decodeError(withByte(SMALL_MESSAGE_BYTES, 80, 9))
+    const error = decodeError(withByte(SMALL_MESSAGE_BYTES, 84, 9))
 
     expect(error.field).toBe('tensors[0].rank')
-    expect(error.message).toContain('tensors[0].rank at byte offset 80 is 9')
+    expect(error.message).toContain('tensors[0].rank at byte offset 84 is 9')
   })
 
   it('dims claiming 2^31 values', () => {
     const bytes = SMALL_MESSAGE_BYTES.slice()
-    new DataView(bytes.buffer).setUint32(81, 2 ** 31) // tensors[0].dims[0]
+    new DataView(bytes.buffer).setUint32(85, 2 ** 31) // tensors[0].dims[0]
     const error = decodeError(bytes)
 
     expect(error.field).toBe('tensors[0].dims')
-    expect(error.offset).toBe(81)
+    expect(error.offset).toBe(85)
     expect(error.message).toContain(
-      '[2147483648] describe 2147483648 float32 values (8589934592 bytes), but only 13 bytes remain',
+      `[2147483648] describe 2147483648 values, but the message may decode to at most ${DEFAULT_MAX_DELTA_VALUES} more values`,
     )
   })
 
   it('dims whose product exceeds 2^53', () => {
     const bytes = Uint8Array.from([
-      ...SMALL_MESSAGE_BYTES.subarray(0, 78),
+      ...SMALL_MESSAGE_BYTES.subarray(0, 82),
       ...[0x00, 0x01], // tensorCount
       0x08, // rank
       ...new Array(32).fill(0xff), // eight dims of 2^32 - 1
+      ...[0x00, 0x00, 0x00, 0x00], // payloadLength
     ])
     const error = decodeError(bytes)
 
     expect(error.field).toBe('tensors[0].dims')
   })
 
+  it('a tiny topk payload describing 2^31 values', () => {
+    // topk:0.000000001 keeps ceil(2^31 / 10^9) = 3 values, so the payload is only 24 bytes,
+    // but decoding it would allocate 8 GiB.
+    const codec = { name: 'topk', fraction: 1e-9 } as const
+    const message = { ...smallMessage(), codec, tensors: [] }
+    const bytes = Uint8Array.from([
+      ...encodeDelta(message).subarray(0, 82),
+      ...[0x00, 0x01], // tensorCount
+      0x01, // rank
+      ...[0x80, 0x00, 0x00, 0x00], // dims[0] = 2^31
+      ...[0x00, 0x00, 0x00, 0x18], // payloadLength 24
+      ...encodeTensor(Float32Array.of(3, 2, 1), { name: 'topk', fraction: 1 }),
+    ])
+    const error = decodeError(bytes)
+
+    expect(error.field).toBe('tensors[0].dims')
+    expect(error.message).toContain('describe 2147483648 values')
+  })
+
+  it('more values than maxValueCount, summed over tensors', () => {
+    const bytes = encodeDelta(buildMessage(MLP_SHAPES))
+    let error: unknown
+    try {
+      decodeDelta(bytes, { maxValueCount: MLP_VALUE_COUNT - 1 })
+    } catch (caught) {
+      error = caught
+    }
+
+    expect(error).toBeInstanceOf(DeltaDecodeError)
+    expect((error as DeltaDecodeError).field).toBe('tensors[5].dims')
+    expect(decodeDelta(bytes, { maxValueCount: MLP_VALUE_COUNT }).tensors.length).toBe(6)
+  })
+
+  it('an invalid maxValueCount option', () => {
+    expect(() => decodeDelta(SMALL_MESSAGE_BYTES, { maxValueCount: -1 })).toThrow(RangeError)
+    expect(() => decodeDelta(SMALL_MESSAGE_BYTES, { maxValueCount: 1.5 })).toThrow(
+      'Expected maxValueCount to be an integer >= 0, got 1.5',
+    )
+  })
+
+  it('a payloadLength beyond the message end', () => {
+    const bytes = SMALL_MESSAGE_BYTES.slice()
+    new DataView(bytes.buffer).setUint32(89, 1000) // tensors[0].payloadLength
+    const error = decodeError(bytes)
+
+    expect(error.field).toBe('tensors[0].payloadLength')
+    expect(error.offset).toBe(89)
+    expect(error.message).toContain('is 1000, but only 17 bytes remain')
+  })
+
+  it('a payloadLength that disagrees with the dims', () => {
+    const bytes = SMALL_MESSAGE_BYTES.slice()
+    new DataView(bytes.buffer).setUint32(85, 3) // tensors[0].dims[0]
+    const error = decodeError(bytes)
+
+    expect(error.field).toBe('tensors[0].payloadLength')
+    expect(error.offset).toBe(89)
+    expect(error.message).toContain('is 8, but float32 needs 12 bytes for 3 values')
+  })
+
+  it('a payloadLength that disagrees with the codec', () => {
+    // The float32 payload of 2 values is 8 bytes, but float16 needs only 4 for that tensor.
+    const error = decodeError(withByte(SMALL_MESSAGE_BYTES, 5, 1))
+
+    expect(error.field).toBe('tensors[0].payloadLength')
+    expect(error.message).toContain('is 8, but float16 needs 4 bytes for 2 values')
+  })
+
   it('a value that is not a Uint8Array', () => {
     const error = decodeError([1, 2, 3] as unknown as Uint8Array)
 
     expect(error.field).toBe('message')
+  })
+})
+
+describe('delta codecs', () => {
+  it('round-trip MLP deltas with each codec', () => {
+    for (const codec of CODECS) {
+      const label = JSON.stringify(codec)
+      const message = buildMessage(MLP_SHAPES, 11, codec)
+      const decoded = decodeDelta(atOddOffset(encodeDelta(message)))
+
+      expect(decoded.codec, label).toEqual(codec)
+      expect(decoded.round, label).toBe(5)
+      expect(decoded.sampleCount, label).toBe(100)
+      expect(decoded.tensors.map((tensor) => tensor.shape)).toEqual(MLP_SHAPES)
+      message.tensors.forEach((tensor, index) => {
+        // The decoded values are exactly what the codec makes of the sent values.
+        const expected = decodeTensor(
+          encodeTensor(tensor.values, codec),
+          tensor.values.length,
+          codec,
+        )
+        const actual = decoded.tensors[index]?.values
+        expect(sameBits(actual, expected), `${label} tensors[${index}]`).toBe(true)
+      })
+    }
+  })
+
+  it('keep float16 values within 2^-11', () => {
+    const message = buildMessage(MLP_SHAPES, 12, { name: 'float16' })
+    const decoded = decodeDelta(encodeDelta(message))
+    const sent = message.tensors[0]?.values ?? new Float32Array()
+    const received = decoded.tensors[0]?.values ?? new Float32Array()
+    let worst = 0
+    for (let i = 0; i < sent.length; i++) {
+      const value = sent[i] as number
+      // Below 2^-14 float16 values are subnormal, so there the relative bound does not apply.
+      const error = Math.abs((received[i] as number) - value)
+      worst = Math.max(worst, Math.abs(value) >= 2 ** -14 ? error / Math.abs(value) : 0)
+    }
+
+    expect(worst).toBeLessThanOrEqual(2 ** -11)
+  })
+
+  it('shrinks the MLP delta below 27% with int8', () => {
+    const float32Bytes = encodedDeltaSize(MLP_SHAPES)
+    const int8Bytes = encodeDelta(
+      buildMessage(MLP_SHAPES, 4, { name: 'int8', blockSize: 256 }),
+    ).byteLength
+    const ratio = int8Bytes / float32Bytes
+
+    expect(ratio, `int8 ${int8Bytes} / float32 ${float32Bytes} bytes, bound 0.27`).toBeLessThan(
+      0.27,
+    )
+  })
+
+  it('report int8 payload errors at their byte offset', () => {
+    const codec = { name: 'int8', blockSize: 4 } as const
+    const bytes = encodeDelta({ ...smallMessage(), codec })
+    // tensors[0] payload starts after rank, one dim and payloadLength: 84 + 1 + 4 + 4.
+    new DataView(bytes.buffer).setFloat32(93, Number.NaN, true)
+    const error = decodeError(bytes)
+
+    expect(error.field).toBe('tensors[0].payload.scales[0]')
+    expect(error.offset).toBe(93)
+    expect(error.message).toContain('is NaN, expected a finite float32 >= 0')
+  })
+
+  it('report topk indices out of range', () => {
+    const codec = { name: 'topk', fraction: 1 } as const
+    const bytes = encodeDelta({ ...smallMessage(), codec })
+    // tensors[0] keeps both values: indices at 93 and 97, values at 101 and 105.
+    new DataView(bytes.buffer).setUint32(97, 2)
+    const error = decodeError(bytes)
+
+    expect(error.field).toBe('tensors[0].payload.indices[1]')
+    expect(error.offset).toBe(97)
+    expect(error.message).toContain('is 2, but the tensor has only 2 values')
+  })
+
+  it('reject every truncation of a topk message', () => {
+    const bytes = encodeDelta({ ...smallMessage(), codec: { name: 'topk', fraction: 0.5 } })
+    for (let length = 0; length < bytes.length; length++) {
+      const truncated = bytes.subarray(0, length)
+      expect(() => decodeDelta(truncated), `length ${length}`).toThrow(DeltaDecodeError)
+    }
   })
 })

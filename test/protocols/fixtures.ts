@@ -1,7 +1,10 @@
-import type { DeltaMessage } from '../../protocols/index.ts'
+import type { CodecSpec, DeltaMessage } from '../../protocols/index.ts'
 
-/** Kernel and bias shapes of the MNIST MLP: a dense layer 784 -> 200, then a dense layer 200 -> 10. */
-export const MLP_SHAPES = [[784, 200], [200], [200, 10], [10]]
+/** Kernel and bias shapes of the 784-200-200-10 MNIST MLP: three dense layers. */
+export const MLP_SHAPES = [[784, 200], [200], [200, 200], [200], [200, 10], [10]]
+
+/** Number of values in all MLP_SHAPES tensors together. */
+export const MLP_VALUE_COUNT = 199_210
 
 /** Deterministic 32-bit generator (mulberry32), so a failing case reproduces. */
 export function createRandom(seed: number): () => number {
@@ -41,16 +44,39 @@ export function randomFiniteValues(count: number, random: () => number): Float32
   return values
 }
 
+/**
+ * Finite float32 values with a random sign and a magnitude of 2^e, e uniform in
+ * [minExponent, maxExponent), so they span many binades.
+ */
+export function randomWideRangeValues(
+  count: number,
+  random: () => number,
+  minExponent: number,
+  maxExponent: number,
+): Float32Array {
+  const values = new Float32Array(count)
+  for (let i = 0; i < count; i++) {
+    const exponent = minExponent + (random() / 2 ** 32) * (maxExponent - minExponent)
+    const sign = random() % 2 === 0 ? 1 : -1
+    values[i] = sign * 2 ** exponent
+  }
+  return values
+}
+
 export function shapeSize(shape: number[]): number {
   return shape.reduce((size, dim) => size * dim, 1)
 }
 
 /** Builds a valid message for `shapes` with finite values, round 5 and 100 samples. */
-export function buildMessage(shapes: number[][], seed = 1): DeltaMessage {
+export function buildMessage(
+  shapes: number[][],
+  seed = 1,
+  codec: CodecSpec = { name: 'float32' },
+): DeltaMessage {
   const random = createRandom(seed)
   return {
     version: 1,
-    codec: 'float32',
+    codec,
     specHash: filledHash(0xa1),
     round: 5,
     sampleCount: 100,
@@ -83,4 +109,14 @@ export function sameBits(a: Float32Array | undefined, b: Float32Array | undefine
     }
   }
   return true
+}
+
+/**
+ * Copies bytes into a larger buffer at byte offset 3, with 0xee bytes before and after, so a
+ * decoder that ignores byteOffset or reads past the end sees the wrong bytes.
+ */
+export function atOddOffset(bytes: Uint8Array): Uint8Array {
+  const backing = new Uint8Array(bytes.byteLength + 8).fill(0xee)
+  backing.set(bytes, 3)
+  return backing.subarray(3, 3 + bytes.byteLength)
 }

@@ -71,7 +71,7 @@ describe('validateDelta', () => {
     const verdict = validateDelta(bytes.subarray(0, bytes.length - 1), INIT)
 
     expect(verdict.result).toBe('reject')
-    expect(reasonOf(verdict)).toContain('tensors[1].dims')
+    expect(reasonOf(verdict)).toContain('tensors[1].payloadLength')
   })
 
   it('rejects a wrong shape', () => {

@@ -68,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
       maxMessageBytes: options.maxMessageBytes,
     },
     mode: options.mode,
+    join: options.join,
     minPeers: options.minPeers,
     maxRounds: options.maxRounds,
     target: options.target,

@@ -27,3 +27,39 @@ export class MessageTooLargeError extends Error {
     this.name = 'MessageTooLargeError'
   }
 }
+
+/** Failure of one donor to provide the model, as listed in a StateSyncError. */
+export interface StateSyncFailure {
+  /** The donor's peer id as a string. */
+  peerId: string
+  /**
+   * `wrong-spec` and `busy` come from the donor's header. `shape-mismatch` and
+   * `hash-mismatch` mean the model does not match the expected shapes or its advertised hash.
+   * `timed-out` means no frame arrived in time, `closed` that the stream ended or was reset
+   * early, `invalid-response` that a frame did not decode, `dial-failed` that no stream opened.
+   */
+  reason:
+    | 'wrong-spec'
+    | 'busy'
+    | 'shape-mismatch'
+    | 'hash-mismatch'
+    | 'timed-out'
+    | 'closed'
+    | 'invalid-response'
+    | 'dial-failed'
+  message: string
+}
+
+/** A state sync that failed on every donor it tried; `failures` lists one entry per donor. */
+export class StateSyncError extends Error {
+  static override name = 'StateSyncError'
+
+  readonly failures: StateSyncFailure[]
+
+  constructor(message: string, failures: StateSyncFailure[]) {
+    const details = failures.map((failure) => `${failure.peerId}: ${failure.message}`)
+    super(details.length === 0 ? message : `${message} (${details.join('; ')})`)
+    this.name = 'StateSyncError'
+    this.failures = failures
+  }
+}

@@ -102,6 +102,11 @@ const OPTIONS = {
     default: 'none',
   },
   mdns: { type: 'boolean', help: 'discover peers on the local network with mDNS', default: 'off' },
+  join: {
+    type: 'boolean',
+    help: 'join a swarm that is already training: download its model, then train from the next round',
+    default: 'off',
+  },
   'max-message-bytes': {
     type: 'string',
     help: 'largest delta message sent or accepted, in bytes',
@@ -133,6 +138,7 @@ export interface PeerOptions {
   listen: string[]
   bootstrap: string[]
   mdns: boolean
+  join: boolean
   maxMessageBytes: number
   dataDir: string | undefined
   verifyData: boolean
@@ -280,6 +286,7 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     listen,
     bootstrap,
     mdns: values.mdns === true,
+    join: values.join === true,
     maxMessageBytes,
     dataDir: text('data-dir'),
     verifyData: values['no-verify-data'] !== true,

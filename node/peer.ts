@@ -16,13 +16,14 @@ import {
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
 import { handleDeltaPushes, pushDelta } from './delta-push.ts'
-import { MessageTooLargeError } from './errors.ts'
+import { MessageTooLargeError, StateSyncError } from './errors.ts'
 import { createHost, DEFAULT_MAX_MESSAGE_BYTES, type Host, type HostInit } from './host.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
 import { RoundCollector } from './round-collector.ts'
 import { hashSpec, type SwarmSpec } from './spec.ts'
+import { fetchState, handleStateRequests, queryStatus } from './state-sync.ts'
 import { Trainer, toExamples } from './trainer.ts'
 
 /** Grants compute turns; the serial launch mode lets one peer of a machine compute at a time. */
@@ -51,6 +52,10 @@ export interface PeerInit {
   onRound?: (metrics: RoundMetrics) => void
   /** Called for each delta message that validation rejected, with the reason. */
   onReject?: (reason: string) => void
+  /** Download the current model from the swarm before training, for a peer that starts late. */
+  join?: boolean
+  /** Called when this peer announces a join, with the first round it takes part in. */
+  onJoin?: (firstRound: number) => void
   /** Called after each publication of the local delta, with the number of peers it reached. */
   onPublish?: (round: number, recipients: number) => void
 }
@@ -61,6 +66,10 @@ export interface PeerResult {
   modelHash: string
   reachedTarget: boolean
 }
+
+/** Announcements a late peer makes before it gives up joining. */
+const CATCH_UP_ATTEMPTS = 3
+const STATUS_TIMEOUT_MS = 10_000
 
 function toHex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
@@ -80,6 +89,10 @@ export class Peer {
   private readonly maxMessageBytes: number
   private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | MembershipMessage>()
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
+  /** This peer's join message, pushed to every subscriber that appears until it leaves. */
+  private announcedJoin: Uint8Array | undefined
+  /** Start weights of the round in progress, served to peers that download the model. */
+  private snapshot: { round: number; modelHash: string; weights: Float32Array[] } | undefined
   private bytesSent = 0
   private bytesReceived = 0
   private rejectedMessages = 0
@@ -193,6 +206,11 @@ export class Peer {
   }
 
   private async attach(): Promise<void> {
+    await handleStateRequests(this.host, {
+      specHash: this.specHash,
+      snapshot: () =>
+        this.snapshot === undefined ? undefined : { ...this.snapshot, shapes: this.trainer.shapes },
+    })
     const pubsub = this.host.services.pubsub
     const verdicts = {
       accept: TopicValidatorResult.Accept,
@@ -209,11 +227,14 @@ export class Peer {
       this.store(message.data, message.from)
     })
     await handleDeltaPushes(this.host, this.maxMessageBytes, (bytes, from) => {
-      if (!isMembershipMessage(bytes) && this.check(bytes) === 'accept') this.store(bytes, from)
+      if (this.check(bytes) === 'accept') this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
       const pending = this.pendingPublication
+      if (joined && this.announcedJoin !== undefined) {
+        void this.push(event.detail.peerId, this.announcedJoin)
+      }
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
@@ -238,22 +259,27 @@ export class Peer {
     }
   }
 
-  private async publish(bytes: Uint8Array, round: number): Promise<void> {
+  /**
+   * Publishes a message on the topic and returns the number of peers gossipsub sent it to, or
+   * undefined when the publish failed.
+   */
+  private async publish(bytes: Uint8Array): Promise<number | undefined> {
     try {
       const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
       this.bytesSent += bytes.byteLength * recipients.length
-      this.init.onPublish?.(round, recipients.length)
       // Gossipsub skips a subscriber whose outbound stream is still opening, which happens
-      // right after a connection forms, so the delta goes to such a subscriber directly.
+      // right after a connection forms, so the message goes to such a subscriber directly.
       const reached = new Set(recipients.map((peerId) => peerId.toString()))
       const pubsub = this.host.services.pubsub
       for (const subscriber of pubsub.getSubscribers(this.topic)) {
         if (reached.has(subscriber.toString())) continue
-        log.trace('gossipsub skipped %s, pushing the delta directly', subscriber.toString())
+        log.trace('gossipsub skipped %s, pushing the message directly', subscriber.toString())
         void this.push(subscriber, bytes)
       }
+      return recipients.length
     } catch (error) {
       log.error('publish on %s failed: %s', this.topic, (error as Error).message)
+      return undefined
     }
   }
 
@@ -269,12 +295,24 @@ export class Peer {
     const localId = this.peerId.toString()
     let result: PeerResult = { rounds: 0, finalAccuracy: 0, modelHash: '', reachedTarget: false }
     try {
-      // The peers subscribed now are the swarm of round 0; a later one takes part once it
-      // announces a join or sends its first delta.
-      this.collector.admit(this.subscribers(), 0)
-      for (let round = 0; round < maxRounds; round++) {
+      let round = 0
+      if (this.init.join === true) {
+        round = await this.catchUp(signal)
+      } else {
+        // The peers subscribed now are the swarm of round 0; a later one takes part once it
+        // announces a join or sends its first delta.
+        this.collector.admit(this.subscribers(), 0)
+        await this.publishMembership('join', 0)
+      }
+      for (; round < maxRounds; round++) {
+        if (this.collector.latestRound > round + 1) {
+          log.info('peer %s is behind at round %d, downloading the model', this.peerIndex, round)
+          round = await this.catchUp(signal)
+          if (round >= maxRounds) break
+        }
         const base = this.trainer.getWeights()
         const baseHash = await hashWeights(base)
+        this.snapshot = { round, modelHash: baseHash, weights: base }
 
         const turnStart = performance.now()
         await gate?.acquire('train', round)
@@ -292,7 +330,7 @@ export class Peer {
         const delta = subtractWeights(trained, base)
         const bytes = encodeDelta({
           version: 1,
-          codec: 'float32',
+          codec: { name: 'float32' },
           specHash: this.specHash,
           round,
           sampleCount: this.trainer.sampleCount,
@@ -315,7 +353,8 @@ export class Peer {
           delta,
         })
         this.pendingPublication = { round, bytes }
-        await this.publish(bytes, round)
+        const recipients = await this.publish(bytes)
+        if (recipients !== undefined) this.init.onPublish?.(round, recipients)
 
         const waitStart = performance.now()
         const collected = await this.collector.collect(round, {
@@ -397,22 +436,83 @@ export class Peer {
   }
 
   /**
+   * Downloads the swarm's model and returns the round this peer takes part from. It announces a
+   * join for the round after the newest one any peer reports, waits until a peer has started
+   * that round, and downloads that round's start weights. When the swarm moved on meanwhile it
+   * announces again.
+   */
+  private async catchUp(signal?: AbortSignal): Promise<number> {
+    const deadlineMs = this.spec.roundDeadlineSeconds * 1000
+    for (let attempt = 1; attempt <= CATCH_UP_ATTEMPTS; attempt++) {
+      const donors = this.host.services.pubsub.getSubscribers(this.topic)
+      const statuses = await Promise.allSettled(
+        donors.map((donor) =>
+          queryStatus(this.host, donor, this.specHash, { signal, timeoutMs: STATUS_TIMEOUT_MS }),
+        ),
+      )
+      let newest = -1
+      for (const status of statuses) {
+        if (status.status === 'fulfilled') newest = Math.max(newest, status.value.round)
+      }
+      if (newest < 0)
+        throw new StateSyncError('no peer answered a status request, so this peer cannot join', [])
+      const firstRound = newest + 1
+      this.collector.skipTo(firstRound)
+      this.collector.admit(
+        donors.map((donor) => donor.toString()),
+        firstRound,
+      )
+      await this.publishMembership('join', firstRound)
+      log.info('peer %s joins at round %d', this.peerIndex, firstRound)
+      this.init.onJoin?.(firstRound)
+      const started = await this.collector.waitUntil(
+        () => this.collector.latestRound >= firstRound,
+        deadlineMs,
+        signal,
+      )
+      if (!started) continue
+      const state = await fetchState(this.host, donors, this.specHash, {
+        expectedShapes: this.trainer.shapes,
+        signal,
+      })
+      if (state.round !== firstRound) {
+        log.info(
+          'peer %s: the swarm moved on to round %d, joining again',
+          this.peerIndex,
+          state.round,
+        )
+        continue
+      }
+      this.trainer.setWeights(state.weights)
+      // Peers whose subscription arrived after the status requests are members of the swarm
+      // this peer joins, too.
+      this.collector.admit(this.subscribers(), firstRound)
+      log.info(
+        'peer %s downloaded the model of round %d from %s, hash %s',
+        this.peerIndex,
+        state.round,
+        state.donor.toString(),
+        state.modelHash,
+      )
+      return firstRound
+    }
+    throw new StateSyncError(`could not join the swarm after ${CATCH_UP_ATTEMPTS} attempts`, [])
+  }
+
+  private async publishMembership(kind: 'join' | 'leave', round: number): Promise<void> {
+    const bytes = encodeMembership({ kind, version: 1, specHash: this.specHash, round })
+    // A subscriber that appears later gets the join directly, like the pending delta.
+    this.announcedJoin = kind === 'join' ? bytes : undefined
+    await this.publish(bytes)
+  }
+
+  /**
    * Announces that this peer publishes no delta after `lastRound`, then stays online until every
    * subscribed peer has closed that round, at most one round deadline. Stopping at once could
    * drop the last delta while it still sits in a send buffer.
    */
   private async leave(lastRound: number, signal?: AbortSignal): Promise<void> {
-    const bytes = encodeMembership({
-      kind: 'leave',
-      version: 1,
-      specHash: this.specHash,
-      round: lastRound,
-    })
-    try {
-      await this.host.services.pubsub.publish(this.topic, bytes)
-    } catch (error) {
-      log.error('publish of the leave message failed: %s', (error as Error).message)
-    }
+    await this.publishMembership('leave', lastRound)
     const everyonePassed = () =>
       this.subscribers().every(
         (peerId) =>

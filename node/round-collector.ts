@@ -25,8 +25,8 @@ export interface CollectedRound {
  * Buffers deltas by round. A round closes when the local peer's delta, one from every expected
  * peer, and at least `minPeers` deltas in all are in, or when the deadline passes. A peer is
  * expected in a round while it is subscribed, is a member from that round or earlier (admitted
- * at the start, announced by a join, or known from an earlier delta), and has not left before
- * the round. Deltas for future rounds wait in the buffer; deltas for closed
+ * at the start or announced by a join), and has not left before the round. Deltas from peers
+ * that are not members are buffered but never averaged. Deltas for future rounds wait in the buffer; deltas for closed
  * rounds are counted as late and dropped.
  */
 export class RoundCollector {
@@ -52,7 +52,6 @@ export class RoundCollector {
   }
 
   add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' {
-    if (!this.members.has(received.peerId)) this.members.set(received.peerId, received.round)
     const latest = this.latestRounds.get(received.peerId) ?? -1
     if (received.round > latest) this.latestRounds.set(received.peerId, received.round)
     if (received.round < this.currentRound) {
@@ -101,7 +100,10 @@ export class RoundCollector {
     return latest
   }
 
-  /** True when `peerId` must contribute to `round` before it can close early. */
+  /**
+   * True when `peerId` is a member that contributes to `round`: admitted or joined at that
+   * round or earlier, and not left before it. Only members' deltas are averaged.
+   */
   isExpected(peerId: string, round: number): boolean {
     const firstRound = this.members.get(peerId)
     if (firstRound === undefined || firstRound > round) return false
@@ -160,6 +162,13 @@ export class RoundCollector {
     return this.rounds.get(round)?.get(this.localPeerId)
   }
 
+  /** The local delta and those of members; a delta from a peer that never joined is left out. */
+  private memberDeltas(round: number, senders: Map<string, ReceivedDelta>): ReceivedDelta[] {
+    return [...senders.values()].filter(
+      (received) => received.peerId === this.localPeerId || this.isExpected(received.peerId, round),
+    )
+  }
+
   private isComplete(round: number, options: CollectOptions): boolean {
     const senders = this.rounds.get(round)
     if (senders === undefined || !senders.has(this.localPeerId)) return false
@@ -169,7 +178,7 @@ export class RoundCollector {
     // the deadline in every round after it left.
     let departed = 0
     for (const lastRound of this.departures.values()) if (lastRound < round) departed++
-    if (senders.size + departed < options.minPeers) return false
+    if (this.memberDeltas(round, senders).length + departed < options.minPeers) return false
     return options
       .subscribers()
       .every((peerId) => senders.has(peerId) || !this.isExpected(peerId, round))
@@ -182,7 +191,7 @@ export class RoundCollector {
       options.deadlineMs,
       options.signal,
     )
-    const contributions = [...(this.rounds.get(round)?.values() ?? [])]
+    const contributions = this.memberDeltas(round, this.rounds.get(round) ?? new Map())
     this.currentRound = round + 1
     for (const buffered of this.rounds.keys()) {
       if (buffered <= round) this.rounds.delete(buffered)

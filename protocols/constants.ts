@@ -10,7 +10,7 @@ import { InvalidTopicError } from './errors.ts'
  */
 export const DELTA_MESSAGE_VERSION = 1
 
-/** Stream protocol id reserved for fetching a peer's current model. No handler exists yet. */
+/** Stream protocol id on which a peer serves its current model to peers that join late. */
 export const STATE_SYNC_PROTOCOL = '/dlearn/state/1.0.0'
 
 /**

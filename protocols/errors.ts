@@ -103,3 +103,50 @@ export class StateDecodeError extends Error {
     this.offset = offset
   }
 }
+
+/** Codec text or a CodecSpec that names no valid tensor codec. */
+export class CodecSpecError extends Error {
+  static override name = 'CodecSpecError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'CodecSpecError'
+  }
+}
+
+/** Tensor values that a codec cannot represent, such as NaN for int8. */
+export class CodecEncodeError extends Error {
+  static override name = 'CodecEncodeError'
+
+  /** The invalid part of the input, e.g. `values[3]`. */
+  readonly field: string
+  /** Description of the problem, without the field name. */
+  readonly problem: string
+
+  constructor(codec: string, field: string, problem: string) {
+    super(`cannot encode tensor as ${codec}: ${field} ${problem}`)
+    this.name = 'CodecEncodeError'
+    this.field = field
+    this.problem = problem
+  }
+}
+
+/** A tensor payload that is not valid for its codec and value count. */
+export class CodecDecodeError extends Error {
+  static override name = 'CodecDecodeError'
+
+  /** The invalid part of the payload, e.g. `payload.indices[3]` or `payload.scales[0]`. */
+  readonly field: string
+  /** Byte offset of that part from the start of the payload. */
+  readonly offset: number
+  /** Description of the problem, without the field name. */
+  readonly problem: string
+
+  constructor(field: string, offset: number, problem: string) {
+    super(`invalid tensor payload: ${field} at payload byte offset ${offset} ${problem}`)
+    this.name = 'CodecDecodeError'
+    this.field = field
+    this.offset = offset
+    this.problem = problem
+  }
+}

@@ -23,6 +23,9 @@ Options:
   --model NAME             ${MODEL_NAMES.join(', ')} (default: mlp)
   --seed N                 seed of weights, shards and shuffles (default: 1)
   --out DIR                run folder (default: runs/<timestamp>)
+  --join-late K            start one extra peer, with a shard of its own, after K rounds;
+                           it downloads the current model and trains from the next round
+                           (default: no late peer)
   --no-centralised         skip the centralised reference run
   --help                   print this help
 
@@ -57,6 +60,7 @@ interface LaunchOptions {
   seed: number
   out: string
   centralised: boolean
+  joinLate: number | undefined
   peerArgs: string[]
 }
 
@@ -78,6 +82,7 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
         model: { type: 'string' },
         seed: { type: 'string' },
         out: { type: 'string' },
+        'join-late': { type: 'string' },
         'no-centralised': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -118,6 +123,10 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
     seed: integerOption('seed', (values.seed as string | undefined) ?? '1', 0),
     out: (values.out as string | undefined) ?? join('runs', stamp),
     centralised: values['no-centralised'] !== true,
+    joinLate:
+      values['join-late'] === undefined
+        ? undefined
+        : integerOption('join-late', values['join-late'] as string, 1),
     peerArgs,
   }
 }

@@ -27,6 +27,11 @@ export interface SwarmOptions {
   out: string
   /** Extra `npm run peer` options passed to every peer, such as ['--train-samples', '6000']. */
   peerArgs?: string[]
+  /**
+   * Start one extra peer with its own shard after this many rounds; it downloads the current
+   * model from the others and takes part from the next round on. @default no late peer
+   */
+  joinLate?: number
   /** Show progress on stdout. @default true */
   progress?: boolean
   /** Called for launcher events; an exception thrown here stops the swarm and is rethrown. */
@@ -138,6 +143,8 @@ interface ModeRun {
   peers: number
   partition: string
   serial: boolean
+  /** Rounds after which one extra peer starts with --join. */
+  joinLate?: number
 }
 
 /** Starts one swarm of peer processes, runs it to the end and returns when every peer exited. */
@@ -161,8 +168,13 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     }
   }
 
+  // A late peer brings a shard of its own, so the training set is cut into one more shard.
+  const late = run.joinLate
+  const shardCount = late === undefined ? run.peers : run.peers + 1
   const peers: PeerProcess[] = []
-  for (let index = 0; index < run.peers; index++) {
+  let startedAt = 0
+  let lateJoined: Promise<void> | undefined
+  const startPeer = (index: number, extraArgs: string[]): PeerProcess => {
     const logPath = join(folder, `peer-${index}.log`)
     const args = [
       PEER_CLI,
@@ -175,6 +187,8 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       '--partition',
       run.partition,
       '--peers',
+      String(shardCount),
+      '--min-peers',
       String(run.peers),
       '--peer-index',
       String(index),
@@ -189,6 +203,7 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       '--mode',
       run.mode,
       ...(options.peerArgs ?? []),
+      ...extraArgs,
     ]
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
     trackChild(child)
@@ -228,6 +243,10 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
         case 'round':
           progress?.update(message.metrics)
           emit({ type: 'round', mode: run.mode, metrics: message.metrics })
+          if (late !== undefined && lateJoined === undefined && message.metrics.round >= late - 1) {
+            lateJoined = startLatePeer()
+            lateJoined.catch(() => {})
+          }
           break
         case 'done':
           break
@@ -251,8 +270,18 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       )
     })
     peers.push(peer)
+    return peer
   }
-
+  for (let index = 0; index < run.peers; index++) startPeer(index, [])
+  const startLatePeer = async () => {
+    const peer = startPeer(run.peers, ['--join'])
+    await phase(peer.listening)
+    const others = peers.filter((other) => other !== peer)
+    send(peer, { type: 'dial', addresses: others.flatMap((other) => other.addresses) })
+    await phase(peer.ready)
+    send(peer, { type: 'start', startedAt })
+    await phase(peer.done)
+  }
   const abort = new Promise<never>((_, reject) => {
     const onAbort = () => reject(options.signal?.reason ?? new Error('aborted'))
     if (options.signal?.aborted) onAbort()
@@ -269,9 +298,10 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
   await phase(Promise.all(peers.map((peer) => peer.ready)))
   emit({ type: 'peers-started', mode: run.mode, pids: peers.map((peer) => peer.child.pid ?? -1) })
   if (callbackError !== undefined) throw callbackError
-  const startedAt = Date.now()
+  startedAt = Date.now()
   for (const peer of peers) send(peer, { type: 'start', startedAt })
   await phase(Promise.all(peers.map((peer) => peer.done)))
+  if (lateJoined !== undefined) await lateJoined
   return (Date.now() - startedAt) / 1000
 }
 
@@ -286,6 +316,7 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmSummary> {
     peers: options.peers,
     partition: options.partition,
     serial: mode === 'serial',
+    joinLate: options.joinLate,
   }))
   if (options.centralised !== false) {
     runs.push({ mode: 'centralised', peers: 1, partition: 'iid', serial: false })

@@ -9,6 +9,7 @@ describe('RoundCollector', () => {
   it('closes a round once every subscriber delivered', async () => {
     const collector = new RoundCollector('self')
     const subscribers = ['a', 'b']
+    collector.admit(subscribers, 0)
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
     const closing = collector.collect(0, {
@@ -25,6 +26,7 @@ describe('RoundCollector', () => {
 
   it('buffers future rounds and drops late ones', async () => {
     const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
     collector.add(delta('a', 1))
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
@@ -57,7 +59,7 @@ describe('RoundCollector', () => {
       deadlineMs: 60_000,
     })
     subscribers.push('a')
-    collector.notify()
+    collector.admit(['a'], 0)
     collector.add(delta('a', 0))
     const round = await closing
     expect(round.contributions).toHaveLength(2)
@@ -77,6 +79,7 @@ describe('RoundCollector', () => {
 
   it('stops expecting a peer after its last round', async () => {
     const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
     collector.leave('a', 0)
@@ -93,6 +96,7 @@ describe('RoundCollector', () => {
 
   it('waits for the last delta of a leaving peer', async () => {
     const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
     collector.add(delta('self', 0))
     // The leave may overtake the delta it follows; round 0 must still wait for that delta.
     collector.leave('a', 0)
@@ -156,5 +160,17 @@ describe('RoundCollector membership', () => {
     collector.leave('late', 6)
     expect(collector.isExpected('late', 6)).toBe(true)
     expect(collector.isExpected('late', 7)).toBe(false)
+  })
+
+  it('leaves deltas of non-members out', async () => {
+    const collector = new RoundCollector('self')
+    collector.add(delta('self', 0))
+    collector.add(delta('stranger', 0))
+    const round = await collector.collect(0, {
+      subscribers: () => [],
+      minPeers: 1,
+      deadlineMs: 60_000,
+    })
+    expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
   })
 })

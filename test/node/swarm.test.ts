@@ -152,7 +152,7 @@ describe('peers on loopback', () => {
       const shapes = peers[0]?.trainer.shapes ?? []
       const good = (): DeltaMessage => ({
         version: 1,
-        codec: 'float32',
+        codec: { name: 'float32' },
         specHash: hashSpec(spec),
         round: 0,
         sampleCount: 100,

@@ -65,7 +65,6 @@ async function main(argv: string[]): Promise<number> {
       listen: options.listen,
       bootstrap: options.bootstrap,
       mdns: options.mdns,
-      maxMessageBytes: options.maxMessageBytes,
     },
     mode: options.mode,
     join: options.join,

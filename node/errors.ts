@@ -18,16 +18,6 @@ export class BackendUnavailableError extends Error {
   }
 }
 
-/** A delta that is too large for the configured gossipsub message size limit. */
-export class MessageTooLargeError extends Error {
-  static override name = 'MessageTooLargeError'
-
-  constructor(message: string) {
-    super(message)
-    this.name = 'MessageTooLargeError'
-  }
-}
-
 /** Failure of one donor to provide the model, as listed in a StateSyncError. */
 export interface StateSyncFailure {
   /** The donor's peer id as a string. */

@@ -8,8 +8,10 @@ import { mdns } from '@libp2p/mdns'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 
-/** Largest delta message in bytes that a peer sends or accepts. @default 4 MiB */
-export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+/** Largest gossipsub message in bytes that a host sends or accepts. @default 1 MiB */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+/** Floor of gossipsub's per-peer send buffer, so a delta split into parts fits in it whole. */
+const MIN_OUTBOUND_BUFFER_BYTES = 64 * 1024 * 1024
 /**
  * Room for the gossipsub RPC envelope (topic, sender, sequence number, signature, key) around
  * the message data, so a message of the maximum size still fits the inbound frame limit.
@@ -53,9 +55,12 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
         // Both sides of the size limit are set here: the receiver's frame limit, and the
-        // sender's check in the round loop against maxMessageBytes.
+        // round loop, which splits every delta into messages of at most maxMessageBytes.
         maxInboundDataLength: maxMessageBytes + RPC_OVERHEAD_BYTES,
-        maxOutboundBufferSize: 4 * (maxMessageBytes + RPC_OVERHEAD_BYTES),
+        maxOutboundBufferSize: Math.max(
+          MIN_OUTBOUND_BUFFER_BYTES,
+          4 * (maxMessageBytes + RPC_OVERHEAD_BYTES),
+        ),
       }),
     },
   })

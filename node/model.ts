@@ -7,20 +7,26 @@ import type { ModelName } from './spec.ts'
  */
 export function buildModel(name: ModelName, seed: number): tf.Sequential {
   switch (name) {
-    case 'mlp': {
-      const dense = (units: number, layer: number, activation?: 'relu') =>
-        tf.layers.dense({
-          units,
-          activation,
-          kernelInitializer: tf.initializers.glorotUniform({ seed: seed * 8 + layer }),
-          biasInitializer: 'zeros',
-          ...(layer === 0 ? { inputShape: [784] } : {}),
-        })
-      return tf.sequential({
-        layers: [dense(200, 0, 'relu'), dense(200, 1, 'relu'), dense(10, 2)],
-      })
-    }
+    case 'mlp':
+      return denseStack([200, 200, 10], seed)
+    case 'mlp-large':
+      return denseStack([1536, 192, 10], seed)
   }
+}
+
+/** Builds dense layers of these widths on 784 inputs, ReLU on all but the last. */
+function denseStack(widths: number[], seed: number): tf.Sequential {
+  return tf.sequential({
+    layers: widths.map((units, layer) =>
+      tf.layers.dense({
+        units,
+        activation: layer < widths.length - 1 ? 'relu' : undefined,
+        kernelInitializer: tf.initializers.glorotUniform({ seed: seed * 8 + layer }),
+        biasInitializer: 'zeros',
+        ...(layer === 0 ? { inputShape: [784] } : {}),
+      }),
+    ),
+  })
 }
 
 /** Returns the SHA-256 (hex) of the weights' float32 bytes, in layer order. */

@@ -3,7 +3,6 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { parsePartition } from '../data/index.ts'
 import { type BackendChoice, parseBackendChoice } from './backend.ts'
 import { UsageError } from './errors.ts'
-import { DEFAULT_MAX_MESSAGE_BYTES } from './host.ts'
 import {
   DEFAULT_SPEC,
   MODEL_NAMES,
@@ -73,6 +72,11 @@ const OPTIONS = {
     help: 'learning rate',
     default: String(DEFAULT_SPEC.learningRate),
   },
+  codec: {
+    type: 'string',
+    help: 'delta codec: float32, float16, int8[:BLOCK] or topk:FRACTION (with error feedback)',
+    default: DEFAULT_SPEC.codec,
+  },
   deadline: {
     type: 'string',
     help: 'seconds to wait for the deltas of a round',
@@ -109,8 +113,8 @@ const OPTIONS = {
   },
   'max-message-bytes': {
     type: 'string',
-    help: 'largest delta message sent or accepted, in bytes',
-    default: String(DEFAULT_MAX_MESSAGE_BYTES),
+    help: 'largest gossip message sent or accepted, in bytes; larger deltas travel in parts',
+    default: String(DEFAULT_SPEC.maxMessageBytes),
   },
   'data-dir': {
     type: 'string',
@@ -139,7 +143,6 @@ export interface PeerOptions {
   bootstrap: string[]
   mdns: boolean
   join: boolean
-  maxMessageBytes: number
   dataDir: string | undefined
   verifyData: boolean
   metricsPath: string | undefined
@@ -154,7 +157,8 @@ export function peerHelp(): string {
     'Starts one peer: it trains on its MNIST shard, gossips its weight delta after each round',
     'and averages the deltas it receives. Every peer of a swarm needs the same --swarm, --model,',
     '--seed, --partition, --peers, --train-samples, --test-samples, --epochs, --batch-size,',
-    '--optimizer, --learning-rate and --deadline; their hash is part of the topic.',
+    '--optimizer, --learning-rate, --codec, --max-message-bytes and --deadline; their hash is',
+    'part of the topic.',
     '',
     'Options:',
   ]
@@ -249,6 +253,8 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     ),
     learningRate: decimal('learning-rate', DEFAULT_SPEC.learningRate),
     roundDeadlineSeconds: decimal('deadline', DEFAULT_SPEC.roundDeadlineSeconds),
+    codec: text('codec') ?? DEFAULT_SPEC.codec,
+    maxMessageBytes: integer('max-message-bytes', DEFAULT_SPEC.maxMessageBytes),
   })
 
   const peerIndex = integer('peer-index', 0)
@@ -268,10 +274,6 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
       `Expected --target to be a fraction in (0, 1], such as 0.97, got ${targetText}`,
     )
   }
-  const maxMessageBytes = integer('max-message-bytes', DEFAULT_MAX_MESSAGE_BYTES)
-  if (maxMessageBytes < 1024) {
-    throw new UsageError(`Expected --max-message-bytes to be at least 1024, got ${maxMessageBytes}`)
-  }
   const listen = (values.listen as string[] | undefined) ?? ['/ip4/127.0.0.1/tcp/0']
   for (const address of listen) checkMultiaddr('listen', address, false)
   const bootstrap = (values.bootstrap as string[] | undefined) ?? []
@@ -287,7 +289,6 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     bootstrap,
     mdns: values.mdns === true,
     join: values.join === true,
-    maxMessageBytes,
     dataDir: text('data-dir'),
     verifyData: values['no-verify-data'] !== true,
     metricsPath: text('metrics'),

@@ -4,20 +4,32 @@ import { multiaddr } from '@multiformats/multiaddr'
 import * as tf from '@tensorflow/tfjs'
 import { type Mnist, parsePartition, shardIndices, shardSizes } from '../data/index.ts'
 import {
+  type CodecSpec,
   type DeltaMessage,
+  type DeltaVerdict,
+  decodeDelta,
+  decodePart,
   deltaTopic,
   encodeDelta,
+  encodedDeltaSize,
   encodeMembership,
   isMembershipMessage,
+  isPartMessage,
   type MembershipMessage,
+  type MembershipVerdict,
+  PartAssembler,
+  PartDecodeError,
+  type PartMessage,
+  parseCodec,
+  splitIntoParts,
   validateDelta,
   validateMembership,
 } from '../protocols/index.ts'
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
 import { handleDeltaPushes, pushDelta } from './delta-push.ts'
-import { MessageTooLargeError, StateSyncError } from './errors.ts'
-import { createHost, DEFAULT_MAX_MESSAGE_BYTES, type Host, type HostInit } from './host.ts'
+import { StateSyncError } from './errors.ts'
+import { createHost, type Host, type HostInit } from './host.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
@@ -67,6 +79,11 @@ export interface PeerResult {
   reachedTarget: boolean
 }
 
+/** Verdict on a part: accepted parts that do not complete a delta carry no message. */
+type PartVerdict =
+  | { result: 'accept'; message: DeltaMessage | undefined }
+  | { result: 'reject' | 'ignore'; reason: string }
+
 /** Announcements a late peer makes before it gives up joining. */
 const CATCH_UP_ATTEMPTS = 3
 const STATUS_TIMEOUT_MS = 10_000
@@ -87,6 +104,12 @@ export class Peer {
   private readonly collector: RoundCollector
   private readonly maxSampleCount: number
   private readonly maxMessageBytes: number
+  private readonly codec: CodecSpec
+  /** Encoded size of a delta of this spec's model in its codec, the largest a peer accepts. */
+  private readonly deltaBytes: number
+  private readonly assembler: PartAssembler
+  /** What the codec did not send yet, added to the next delta (error feedback for top-k). */
+  private residual: Float32Array[] | undefined
   private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | MembershipMessage>()
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   /** This peer's join message, pushed to every subscriber that appears until it leaves. */
@@ -104,10 +127,18 @@ export class Peer {
     this.host = host
     this.trainer = trainer
     this.maxSampleCount = maxSampleCount
-    this.maxMessageBytes = init.host?.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+    this.maxMessageBytes = init.spec.maxMessageBytes
     this.specHash = hashSpec(init.spec)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
     this.collector = new RoundCollector(host.peerId.toString())
+    this.codec = parseCodec(init.spec.codec)
+    this.deltaBytes = encodedDeltaSize(trainer.shapes, this.codec)
+    this.assembler = new PartAssembler({
+      maxMessageBytes: this.deltaBytes,
+      // Room for every peer's delta of the current and the next round.
+      maxBufferedBytes: this.deltaBytes * 2 * Math.max(2, init.spec.peers),
+      timeoutMs: init.spec.roundDeadlineSeconds * 1000,
+    })
   }
 
   /** Computes this peer's shard, builds its model and starts its libp2p host. */
@@ -124,7 +155,7 @@ export class Peer {
     )
     const maxSampleCount = Math.max(...shardSizes(trainLabels, partition, shardOptions))
     const trainer = new Trainer(spec, shard, test, init.peerIndex)
-    const host = await createHost(init.host)
+    const host = await createHost({ ...init.host, maxMessageBytes: spec.maxMessageBytes })
     const peer = new Peer(init, host, trainer, maxSampleCount)
     await peer.attach()
     return peer
@@ -164,19 +195,22 @@ export class Peer {
     }
   }
 
-  /** Validates a delta, join or leave message and counts it; returns the verdict. */
-  private check(bytes: Uint8Array): 'accept' | 'reject' | 'ignore' {
+  /**
+   * Validates a delta, part, join or leave message from `from`, its author, and counts it;
+   * returns the verdict. The part that completes a delta carries the whole delta's verdict.
+   */
+  private check(bytes: Uint8Array, from: PeerId): 'accept' | 'reject' | 'ignore' {
     this.bytesReceived += bytes.byteLength
-    const verdict = isMembershipMessage(bytes)
-      ? validateMembership(bytes, this.specHash)
-      : validateDelta(bytes, {
-          specHash: this.specHash,
-          shapes: this.trainer.shapes,
-          maxSampleCount: this.maxSampleCount,
-          currentRound: () => this.collector.round,
-        })
+    let verdict: DeltaVerdict | MembershipVerdict | PartVerdict
+    if (isMembershipMessage(bytes)) {
+      verdict = validateMembership(bytes, this.specHash)
+    } else if (isPartMessage(bytes)) {
+      verdict = this.checkPart(bytes, from)
+    } else {
+      verdict = this.checkDelta(bytes)
+    }
     if (verdict.result === 'accept') {
-      this.decoded.set(bytes, verdict.message)
+      if (verdict.message !== undefined) this.decoded.set(bytes, verdict.message)
     } else if (verdict.result === 'reject') {
       this.rejectedMessages++
       log.trace('rejected message: %s', verdict.reason)
@@ -185,6 +219,48 @@ export class Peer {
       log.trace('ignored message: %s', verdict.reason)
     }
     return verdict.result
+  }
+
+  private checkDelta(bytes: Uint8Array): DeltaVerdict {
+    return validateDelta(bytes, {
+      specHash: this.specHash,
+      shapes: this.trainer.shapes,
+      maxSampleCount: this.maxSampleCount,
+      currentRound: () => this.collector.round,
+      codec: this.codec,
+    })
+  }
+
+  /**
+   * Decodes a part and adds it to the assembler. A part that is not the last is accepted, so
+   * gossipsub forwards it; the last one is judged by the whole delta it completes.
+   */
+  private checkPart(bytes: Uint8Array, from: PeerId): PartVerdict {
+    let part: PartMessage
+    try {
+      part = decodePart(bytes)
+    } catch (error) {
+      if (error instanceof PartDecodeError) return { result: 'reject', reason: error.message }
+      throw error
+    }
+    if (!Buffer.from(part.specHash).equals(this.specHash)) {
+      return { result: 'ignore', reason: 'part for another swarm spec' }
+    }
+    if (part.round < this.collector.round) {
+      return { result: 'ignore', reason: `part of round ${part.round}, before the current round` }
+    }
+    this.assembler.prune(this.collector.round)
+    const added = this.assembler.add(part, from.toString())
+    switch (added.status) {
+      case 'invalid':
+        return { result: 'reject', reason: added.reason }
+      case 'duplicate':
+        return { result: 'ignore', reason: `part ${part.partIndex} arrived twice` }
+      case 'partial':
+        return { result: 'accept', message: undefined }
+      case 'complete':
+        return this.checkDelta(added.message)
+    }
   }
 
   /** Stores an accepted delta in the round collector, or records an accepted join or leave. */
@@ -217,17 +293,22 @@ export class Peer {
       reject: TopicValidatorResult.Reject,
       ignore: TopicValidatorResult.Ignore,
     }
-    pubsub.topicValidators.set(
-      this.topic,
-      (_from: PeerId, message: Message) => verdicts[this.check(message.data)],
+    // Messages are signed, so `message.from` is the author; the validator's first argument is
+    // only the neighbour that forwarded it.
+    pubsub.topicValidators.set(this.topic, (_from: PeerId, message: Message) =>
+      message.type === 'signed'
+        ? verdicts[this.check(message.data, message.from)]
+        : verdicts.reject,
     )
     pubsub.addEventListener('message', (event) => {
       const message = event.detail
       if (message.topic !== this.topic || message.type !== 'signed') return
       this.store(message.data, message.from)
     })
-    await handleDeltaPushes(this.host, this.maxMessageBytes, (bytes, from) => {
-      if (this.check(bytes) === 'accept') this.store(bytes, from)
+    // A pushed delta travels whole on its own stream, so its limit is the delta size, not the
+    // gossip message limit.
+    await handleDeltaPushes(this.host, this.deltaBytes, (bytes, from) => {
+      if (!isPartMessage(bytes) && this.check(bytes, from) === 'accept') this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
@@ -263,12 +344,13 @@ export class Peer {
    * Publishes a message on the topic and returns the number of peers gossipsub sent it to, or
    * undefined when the publish failed.
    */
-  private async publish(bytes: Uint8Array): Promise<number | undefined> {
+  private async publish(bytes: Uint8Array, pushSkipped = true): Promise<number | undefined> {
     try {
       const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
       this.bytesSent += bytes.byteLength * recipients.length
       // Gossipsub skips a subscriber whose outbound stream is still opening, which happens
       // right after a connection forms, so the message goes to such a subscriber directly.
+      if (!pushSkipped) return recipients.length
       const reached = new Set(recipients.map((peerId) => peerId.toString()))
       const pubsub = this.host.services.pubsub
       for (const subscriber of pubsub.getSubscribers(this.topic)) {
@@ -281,6 +363,68 @@ export class Peer {
       log.error('publish on %s failed: %s', this.topic, (error as Error).message)
       return undefined
     }
+  }
+
+  /**
+   * Encodes the local delta in the spec's codec and returns the message and the values it
+   * carries as receivers decode them. With top-k, what was not sent is kept and added to the
+   * next round's delta, so no part of the update is lost over rounds.
+   */
+  private encodeLocalDelta(
+    delta: Float32Array[],
+    round: number,
+    baseHash: string,
+  ): { bytes: Uint8Array; sent: Float32Array[] } {
+    const feedback = this.codec.name === 'topk'
+    if (feedback && this.residual !== undefined) {
+      for (const [i, values] of delta.entries()) {
+        const carried = this.residual[i] as Float32Array
+        for (let j = 0; j < values.length; j++)
+          values[j] = (values[j] as number) + (carried[j] as number)
+      }
+    }
+    const bytes = encodeDelta({
+      version: 1,
+      codec: this.codec,
+      specHash: this.specHash,
+      round,
+      sampleCount: this.trainer.sampleCount,
+      baseModelHash: Buffer.from(baseHash, 'hex'),
+      tensors: delta.map((values, i) => ({ shape: this.trainer.shapes[i] as number[], values })),
+    })
+    if (this.codec.name === 'float32') return { bytes, sent: delta }
+    const sent = decodeDelta(bytes).tensors.map((tensor) => tensor.values)
+    if (feedback) {
+      this.residual = delta.map((values, i) => {
+        const carried = new Float32Array(values.length)
+        const decoded = sent[i] as Float32Array
+        for (let j = 0; j < values.length; j++)
+          carried[j] = (values[j] as number) - (decoded[j] as number)
+        return carried
+      })
+    }
+    return { bytes, sent }
+  }
+
+  /**
+   * Publishes a delta, split into parts when it exceeds the gossip message limit, and returns
+   * the number of peers the first message reached.
+   */
+  private async publishDelta(bytes: Uint8Array, round: number): Promise<number | undefined> {
+    if (bytes.byteLength <= this.maxMessageBytes) return this.publish(bytes)
+    const parts = splitIntoParts({
+      specHash: this.specHash,
+      round,
+      sender: this.peerId,
+      message: bytes,
+      maxPartBytes: this.maxMessageBytes,
+    })
+    let recipients: number | undefined
+    for (const part of parts) {
+      const reached = await this.publish(part, false)
+      recipients ??= reached
+    }
+    return recipients
   }
 
   /**
@@ -327,33 +471,21 @@ export class Peer {
         let turnWaitMs = trainStart - turnStart
 
         const trained = this.trainer.getWeights()
-        const delta = subtractWeights(trained, base)
-        const bytes = encodeDelta({
-          version: 1,
-          codec: { name: 'float32' },
-          specHash: this.specHash,
+        const { bytes, sent } = this.encodeLocalDelta(
+          subtractWeights(trained, base),
           round,
-          sampleCount: this.trainer.sampleCount,
-          baseModelHash: Buffer.from(baseHash, 'hex'),
-          tensors: delta.map((values, i) => ({
-            shape: this.trainer.shapes[i] as number[],
-            values,
-          })),
-        })
-        if (bytes.byteLength > this.maxMessageBytes) {
-          throw new MessageTooLargeError(
-            `Delta of ${bytes.byteLength} bytes exceeds the message limit of ${this.maxMessageBytes} bytes; raise --max-message-bytes on every peer or use a smaller model`,
-          )
-        }
+          baseHash,
+        )
+        // The local delta is averaged as the others decode it, so every peer sums the same bits.
         this.collector.add({
           peerId: localId,
           round,
           sampleCount: this.trainer.sampleCount,
           baseModelHash: baseHash,
-          delta,
+          delta: sent,
         })
         this.pendingPublication = { round, bytes }
-        const recipients = await this.publish(bytes)
+        const recipients = await this.publishDelta(bytes, round)
         if (recipients !== undefined) this.init.onPublish?.(round, recipients)
 
         const waitStart = performance.now()
@@ -484,6 +616,7 @@ export class Peer {
         continue
       }
       this.trainer.setWeights(state.weights)
+      this.residual = undefined
       // Peers whose subscription arrived after the status requests are members of the swarm
       // this peer joins, too.
       this.collector.admit(this.subscribers(), firstRound)

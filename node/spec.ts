@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
+import { CodecSpecError, formatCodec, parseCodec } from '../protocols/index.ts'
 import { UsageError } from './errors.ts'
 
-export const MODEL_NAMES = ['mlp'] as const
+export const MODEL_NAMES = ['mlp', 'mlp-large'] as const
 export type ModelName = (typeof MODEL_NAMES)[number]
 
 export const OPTIMIZER_NAMES = ['adam', 'sgd'] as const
@@ -14,7 +15,11 @@ export type OptimizerName = (typeof OPTIMIZER_NAMES)[number]
 export interface SwarmSpec {
   /** Swarm name, part of the topic. @default 'mnist' */
   swarm: string
-  /** Model architecture. @default 'mlp' (784-200-200-10, ReLU) */
+  /**
+   * Model architecture: 'mlp' (784-200-200-10, ReLU) or 'mlp-large' (784-1536-192-10, ReLU,
+   * 1,502,794 parameters, whose float32 delta of about 6 MiB needs several gossip messages).
+   * @default 'mlp'
+   */
   model: ModelName
   /** Seed of the initial weights, the shard partition and the per-epoch shuffles. @default 1 */
   seed: number
@@ -33,10 +38,19 @@ export interface SwarmSpec {
   optimizer: OptimizerName
   /** @default 0.001 */
   learningRate: number
-  /** Tensor codec of the delta messages. Only 'float32' exists in version 1. */
-  codec: 'float32'
+  /**
+   * Tensor codec of the delta messages, in parseCodec's form: 'float32', 'float16',
+   * 'int8:BLOCK' or 'topk:FRACTION' (sent with error feedback). @default 'float32'
+   */
+  codec: string
   /** Aggregation rule. Only the sample-weighted 'mean' exists in version 1. */
   aggregation: 'mean'
+  /**
+   * Largest gossipsub message in bytes that a peer sends or accepts. A larger delta travels
+   * in parts of at most this size. It is part of the spec, so every peer of a swarm has the
+   * same limit on both sides and no peer sends a frame another rejects. @default 1 MiB
+   */
+  maxMessageBytes: number
   /** Seconds a peer waits for the deltas of a round after publishing its own. @default 300 */
   roundDeadlineSeconds: number
 }
@@ -54,6 +68,7 @@ export const DEFAULT_SPEC: SwarmSpec = {
   optimizer: 'adam',
   learningRate: 0.001,
   codec: 'float32',
+  maxMessageBytes: 1024 * 1024,
   aggregation: 'mean',
   roundDeadlineSeconds: 300,
 }
@@ -100,7 +115,16 @@ export function validateSpec(spec: SwarmSpec): SwarmSpec {
   requireInteger('localEpochs', spec.localEpochs, 1, 1000)
   requireInteger('batchSize', spec.batchSize, 1, 60_000)
   requirePositive('learningRate', spec.learningRate)
+  // Below 4 KiB a part's header would take a large share of every message.
+  requireInteger('maxMessageBytes', spec.maxMessageBytes, 4096, 64 * 1024 * 1024)
   requirePositive('roundDeadlineSeconds', spec.roundDeadlineSeconds)
+  try {
+    // The canonical form keeps 'int8' and 'int8:256' from hashing to different topics.
+    spec.codec = formatCodec(parseCodec(spec.codec))
+  } catch (error) {
+    if (error instanceof CodecSpecError) throw new UsageError(error.message)
+    throw error
+  }
   if (spec.trainSamples < spec.peers) {
     throw new UsageError(
       `Expected trainSamples (${spec.trainSamples}) to be at least peers (${spec.peers}), so no shard is empty`,

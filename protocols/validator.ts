@@ -8,6 +8,7 @@
  */
 
 import { bytesEqual, toHex } from './bytes.ts'
+import { type CodecSpec, formatCodec } from './codecs.ts'
 import { type DeltaMessage, type DeltaTensor, decodeDelta } from './delta.ts'
 import { DeltaDecodeError, MembershipDecodeError } from './errors.ts'
 import { decodeMembership, type MembershipMessage } from './membership.ts'
@@ -22,6 +23,8 @@ export interface DeltaValidatorInit {
   maxSampleCount: number
   /** Current round of the local round loop. Deltas of earlier rounds are stale. */
   currentRound: () => number
+  /** Codec of the local swarm spec; a delta in another codec is rejected. @default float32 */
+  codec?: CodecSpec
 }
 
 export type DeltaVerdict =
@@ -31,7 +34,8 @@ export type DeltaVerdict =
 /**
  * Decodes a delta message and decides whether gossipsub should accept, ignore or reject it.
  *
- * - reject: the bytes do not decode, the tensor count or a shape differs from `shapes`,
+ * - reject: the bytes do not decode, the codec differs from the spec's, the tensor count or a
+ *   shape differs from `shapes`,
  *   sampleCount is 0 or above maxSampleCount, or a value is NaN or infinite.
  * - ignore: the message belongs to another swarm spec, or to a round before currentRound().
  *   Neither is the sender's fault, so neither lowers its score.
@@ -44,7 +48,13 @@ export type DeltaVerdict =
 export function validateDelta(bytes: Uint8Array, init: DeltaValidatorInit): DeltaVerdict {
   let message: DeltaMessage
   try {
-    message = decodeDelta(bytes)
+    // Bounding the values by the expected model keeps a hostile top-k header from making the
+    // decoder allocate more than the local model holds.
+    const maxValueCount = init.shapes.reduce(
+      (sum, shape) => sum + shape.reduce((a, b) => a * b, 1),
+      0,
+    )
+    message = decodeDelta(bytes, { maxValueCount })
   } catch (error) {
     if (error instanceof DeltaDecodeError) {
       return { result: 'reject', reason: error.message }
@@ -66,6 +76,15 @@ export function validateDelta(bytes: Uint8Array, init: DeltaValidatorInit): Delt
     return {
       result: 'ignore',
       reason: `round ${message.round} is older than the current round ${currentRound}`,
+    }
+  }
+
+  const expectedCodec = formatCodec(init.codec ?? { name: 'float32' })
+  const codec = formatCodec(message.codec)
+  if (codec !== expectedCodec) {
+    return {
+      result: 'reject',
+      reason: `codec ${codec} differs from the swarm spec's codec ${expectedCodec}`,
     }
   }
 

@@ -273,6 +273,8 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     return peer
   }
   for (let index = 0; index < run.peers; index++) startPeer(index, [])
+  // NOTE: when the first peers finish before the late one has dialled them, its dial fails and
+  // so does the whole launch; --join-late needs rounds that outlast a process start.
   const startLatePeer = async () => {
     const peer = startPeer(run.peers, ['--join'])
     await phase(peer.listening)

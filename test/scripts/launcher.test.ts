@@ -54,6 +54,36 @@ describe('spawn-local-swarm', () => {
     expect(summary.serial?.rounds).toBe(2)
   })
 
+  it('starts a late peer that joins with the swarm model', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'dlearn-late-'))
+    await runSwarm({
+      peers: 2,
+      modes: ['parallel'],
+      centralised: false,
+      // Enough rounds that the late process is up before the first two finish.
+      rounds: 25,
+      target: 0.999,
+      partition: 'iid',
+      model: 'mlp',
+      seed: 3,
+      out,
+      joinLate: 2,
+      peerArgs: SMALL,
+      progress: false,
+    })
+    const rows = readModeMetrics(out, 'parallel')
+    const late = rows.filter((row) => row.peerIndex === 2)
+    expect(late.length).toBeGreaterThan(0)
+    const firstRound = Math.min(...late.map((row) => row.round))
+    expect(firstRound).toBeGreaterThanOrEqual(2)
+    for (const row of late) {
+      const others = rows.filter((other) => other.round === row.round && other.peerIndex !== 2)
+      expect(others.map((other) => other.modelHash)).toEqual([row.modelHash, row.modelHash])
+      expect(row.contributors).toBe(3)
+    }
+    expect(Math.max(...late.map((row) => row.round))).toBe(24)
+  })
+
   it('leaves no peer behind when the launcher throws', async () => {
     const out = mkdtempSync(join(tmpdir(), 'dlearn-throw-'))
     let pids: number[] = []

@@ -108,7 +108,7 @@ export class Peer {
   /** Encoded size of a delta of this spec's model in its codec, the largest a peer accepts. */
   private readonly deltaBytes: number
   private readonly assembler: PartAssembler
-  /** What the codec did not send yet, added to the next delta (error feedback for top-k). */
+  /** Residual of the top-k codec: the values not sent yet, added to the next delta. */
   private residual: Float32Array[] | undefined
   private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | MembershipMessage>()
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
@@ -444,7 +444,7 @@ export class Peer {
         round = await this.catchUp(signal)
       } else {
         // The peers subscribed now are the swarm of round 0; a later one takes part once it
-        // announces a join or sends its first delta.
+        // announces a join.
         this.collector.admit(this.subscribers(), 0)
         await this.publishMembership('join', 0)
       }

@@ -28,7 +28,7 @@ export interface SwarmOptions {
   /** Extra `npm run peer` options passed to every peer, such as ['--train-samples', '6000']. */
   peerArgs?: string[]
   /**
-   * Start one extra peer with its own shard after this many rounds; it downloads the current
+   * Rounds after which one extra peer starts with a shard of its own. It downloads the current
    * model from the others and takes part from the next round on. @default no late peer
    */
   joinLate?: number

@@ -116,7 +116,7 @@ describe('gossipsub', () => {
         if (received.length === 2) bothArrived()
       })
       for (const host of hosts) host.services.pubsub.subscribe(topic)
-      // Each sender publishes once it knows the receiver subscribed.
+      // Each sender publishes once it has seen the receiver's subscription.
       for (const sender of [first, second]) {
         while (
           !sender.services.pubsub.getSubscribers(topic).some((id) => id.equals(receiver.peerId))

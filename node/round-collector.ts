@@ -93,10 +93,15 @@ export class RoundCollector {
     this.notify()
   }
 
-  /** Highest round any peer sent a delta for, or -1. */
+  /**
+   * Highest round any member sent a delta for, or -1. Deltas of non-members do not count, so a
+   * stranger cannot make this peer believe it fell behind.
+   */
   get latestRound(): number {
     let latest = -1
-    for (const round of this.latestRounds.values()) latest = Math.max(latest, round)
+    for (const [peerId, round] of this.latestRounds) {
+      if (this.members.has(peerId)) latest = Math.max(latest, round)
+    }
     return latest
   }
 

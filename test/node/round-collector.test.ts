@@ -174,3 +174,13 @@ describe('RoundCollector membership', () => {
     expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
   })
 })
+
+describe('RoundCollector latestRound', () => {
+  it('counts members only', () => {
+    const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
+    collector.add(delta('a', 2))
+    collector.add(delta('stranger', 1000))
+    expect(collector.latestRound).toBe(2)
+  })
+})

@@ -51,13 +51,18 @@ export class RoundCollector {
     return this.currentRound
   }
 
-  add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' {
+  /**
+   * Stores a delta of the current or the next round. A delta further ahead only records that
+   * its sender reached that round, so the buffer holds at most two rounds.
+   */
+  add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' | 'ahead' {
     const latest = this.latestRounds.get(received.peerId) ?? -1
     if (received.round > latest) this.latestRounds.set(received.peerId, received.round)
     if (received.round < this.currentRound) {
       this.lateMessages++
       return 'late'
     }
+    if (received.round > this.currentRound + 1) return 'ahead'
     let senders = this.rounds.get(received.round)
     if (senders === undefined) {
       senders = new Map()

@@ -184,3 +184,13 @@ describe('RoundCollector latestRound', () => {
     expect(collector.latestRound).toBe(2)
   })
 })
+
+describe('RoundCollector buffer', () => {
+  it('keeps no delta beyond the next round', () => {
+    const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
+    expect(collector.add(delta('a', 1))).toBe('stored')
+    expect(collector.add(delta('a', 5))).toBe('ahead')
+    expect(collector.latestRound).toBe(5)
+  })
+})

@@ -4,32 +4,20 @@ import { multiaddr } from '@multiformats/multiaddr'
 import * as tf from '@tensorflow/tfjs'
 import { type Mnist, parsePartition, shardIndices, shardSizes } from '../data/index.ts'
 import {
-  type CodecSpec,
-  type DeltaMessage,
-  type DeltaVerdict,
-  decodeDelta,
-  decodePart,
   deltaTopic,
-  encodeDelta,
   encodedDeltaSize,
   encodeMembership,
-  isMembershipMessage,
   isPartMessage,
-  type MembershipMessage,
-  type MembershipVerdict,
-  PartAssembler,
-  PartDecodeError,
-  type PartMessage,
   parseCodec,
   splitIntoParts,
-  validateDelta,
-  validateMembership,
 } from '../protocols/index.ts'
 import { averageDeltas, subtractWeights } from './aggregate.ts'
 import type { BackendName } from './backend.ts'
+import { DeltaEncoder } from './delta-encoder.ts'
 import { handleDeltaPushes, pushDelta } from './delta-push.ts'
 import { StateSyncError } from './errors.ts'
 import { createHost, type Host, type HostInit } from './host.ts'
+import { Inbox } from './inbox.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
@@ -79,11 +67,6 @@ export interface PeerResult {
   reachedTarget: boolean
 }
 
-/** Verdict on a part: accepted parts that do not complete a delta carry no message. */
-type PartVerdict =
-  | { result: 'accept'; message: DeltaMessage | undefined }
-  | { result: 'reject' | 'ignore'; reason: string }
-
 /** Announcements a late peer makes before it gives up joining. */
 const CATCH_UP_ATTEMPTS = 3
 const STATUS_TIMEOUT_MS = 10_000
@@ -102,23 +85,17 @@ export class Peer {
   private readonly init: PeerInit
   private readonly specHash: Uint8Array
   private readonly collector: RoundCollector
-  private readonly maxSampleCount: number
   private readonly maxMessageBytes: number
-  private readonly codec: CodecSpec
   /** Encoded size of a delta of this spec's model in its codec, the largest a peer accepts. */
   private readonly deltaBytes: number
-  private readonly assembler: PartAssembler
-  /** Residual of the top-k codec: the values not sent yet, added to the next delta. */
-  private residual: Float32Array[] | undefined
-  private readonly decoded = new WeakMap<Uint8Array, DeltaMessage | MembershipMessage>()
+  private readonly inbox: Inbox
+  private readonly encoder: DeltaEncoder
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   /** This peer's join message, pushed to every subscriber that appears until it leaves. */
   private announcedJoin: Uint8Array | undefined
   /** Start weights of the round in progress, served to peers that download the model. */
   private snapshot: { round: number; modelHash: string; weights: Float32Array[] } | undefined
   private bytesSent = 0
-  private bytesReceived = 0
-  private rejectedMessages = 0
 
   private constructor(init: PeerInit, host: Host, trainer: Trainer, maxSampleCount: number) {
     this.init = init
@@ -126,18 +103,23 @@ export class Peer {
     this.peerIndex = init.peerIndex
     this.host = host
     this.trainer = trainer
-    this.maxSampleCount = maxSampleCount
     this.maxMessageBytes = init.spec.maxMessageBytes
     this.specHash = hashSpec(init.spec)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
     this.collector = new RoundCollector(host.peerId.toString())
-    this.codec = parseCodec(init.spec.codec)
-    this.deltaBytes = encodedDeltaSize(trainer.shapes, this.codec)
-    this.assembler = new PartAssembler({
-      maxMessageBytes: this.deltaBytes,
-      // Room for every peer's delta of the current and the next round.
-      maxBufferedBytes: this.deltaBytes * 2 * Math.max(2, init.spec.peers),
-      timeoutMs: init.spec.roundDeadlineSeconds * 1000,
+    const codec = parseCodec(init.spec.codec)
+    this.deltaBytes = encodedDeltaSize(trainer.shapes, codec)
+    this.encoder = new DeltaEncoder(codec, this.specHash, trainer.shapes)
+    this.inbox = new Inbox({
+      specHash: this.specHash,
+      shapes: trainer.shapes,
+      maxSampleCount,
+      codec,
+      deltaBytes: this.deltaBytes,
+      peers: init.spec.peers,
+      partTimeoutMs: init.spec.roundDeadlineSeconds * 1000,
+      currentRound: () => this.collector.round,
+      onReject: init.onReject,
     })
   }
 
@@ -195,77 +177,9 @@ export class Peer {
     }
   }
 
-  /**
-   * Validates a delta, part, join or leave message from `from`, its author, and counts it;
-   * returns the verdict. The part that completes a delta carries the whole delta's verdict.
-   */
-  private check(bytes: Uint8Array, from: PeerId): 'accept' | 'reject' | 'ignore' {
-    this.bytesReceived += bytes.byteLength
-    let verdict: DeltaVerdict | MembershipVerdict | PartVerdict
-    if (isMembershipMessage(bytes)) {
-      verdict = validateMembership(bytes, this.specHash)
-    } else if (isPartMessage(bytes)) {
-      verdict = this.checkPart(bytes, from)
-    } else {
-      verdict = this.checkDelta(bytes)
-    }
-    if (verdict.result === 'accept') {
-      if (verdict.message !== undefined) this.decoded.set(bytes, verdict.message)
-    } else if (verdict.result === 'reject') {
-      this.rejectedMessages++
-      log.trace('rejected message: %s', verdict.reason)
-      this.init.onReject?.(verdict.reason)
-    } else {
-      log.trace('ignored message: %s', verdict.reason)
-    }
-    return verdict.result
-  }
-
-  private checkDelta(bytes: Uint8Array): DeltaVerdict {
-    return validateDelta(bytes, {
-      specHash: this.specHash,
-      shapes: this.trainer.shapes,
-      maxSampleCount: this.maxSampleCount,
-      currentRound: () => this.collector.round,
-      codec: this.codec,
-    })
-  }
-
-  /**
-   * Decodes a part and adds it to the assembler. A part that is not the last is accepted, so
-   * gossipsub forwards it; the last one is judged by the whole delta it completes.
-   */
-  private checkPart(bytes: Uint8Array, from: PeerId): PartVerdict {
-    let part: PartMessage
-    try {
-      part = decodePart(bytes)
-    } catch (error) {
-      if (error instanceof PartDecodeError) return { result: 'reject', reason: error.message }
-      throw error
-    }
-    if (!Buffer.from(part.specHash).equals(this.specHash)) {
-      return { result: 'ignore', reason: 'part for another swarm spec' }
-    }
-    if (part.round < this.collector.round) {
-      return { result: 'ignore', reason: `part of round ${part.round}, before the current round` }
-    }
-    this.assembler.prune(this.collector.round)
-    const added = this.assembler.add(part, from.toString())
-    switch (added.status) {
-      case 'invalid':
-        return { result: 'reject', reason: added.reason }
-      case 'duplicate':
-        return { result: 'ignore', reason: `part ${part.partIndex} arrived twice` }
-      case 'partial':
-        return { result: 'accept', message: undefined }
-      case 'complete':
-        return this.checkDelta(added.message)
-    }
-  }
-
   /** Stores an accepted delta in the round collector, or records an accepted join or leave. */
   private store(bytes: Uint8Array, from: PeerId): void {
-    const message = this.decoded.get(bytes)
+    const message = this.inbox.take(bytes)
     if (message === undefined) return
     if ('kind' in message) {
       if (message.kind === 'join') this.collector.join(from.toString(), message.round)
@@ -297,7 +211,7 @@ export class Peer {
     // only the neighbour that forwarded it.
     pubsub.topicValidators.set(this.topic, (_from: PeerId, message: Message) =>
       message.type === 'signed'
-        ? verdicts[this.check(message.data, message.from)]
+        ? verdicts[this.inbox.check(message.data, message.from)]
         : verdicts.reject,
     )
     pubsub.addEventListener('message', (event) => {
@@ -308,7 +222,8 @@ export class Peer {
     // A pushed delta travels whole on its own stream, so its limit is the delta size, not the
     // gossip message limit.
     await handleDeltaPushes(this.host, this.deltaBytes, (bytes, from) => {
-      if (!isPartMessage(bytes) && this.check(bytes, from) === 'accept') this.store(bytes, from)
+      if (!isPartMessage(bytes) && this.inbox.check(bytes, from) === 'accept')
+        this.store(bytes, from)
     })
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
@@ -341,24 +256,14 @@ export class Peer {
   }
 
   /**
-   * Publishes a message on the topic and returns the number of peers gossipsub sent it to, or
-   * undefined when the publish failed.
+   * Publishes a message on the topic and returns the ids of the peers gossipsub sent it to,
+   * or undefined when the publish failed.
    */
-  private async publish(bytes: Uint8Array, pushSkipped = true): Promise<number | undefined> {
+  private async publish(bytes: Uint8Array): Promise<Set<string> | undefined> {
     try {
       const { recipients } = await this.host.services.pubsub.publish(this.topic, bytes)
       this.bytesSent += bytes.byteLength * recipients.length
-      // Gossipsub skips a subscriber whose outbound stream is still opening, which happens
-      // right after a connection forms, so the message goes to such a subscriber directly.
-      if (!pushSkipped) return recipients.length
-      const reached = new Set(recipients.map((peerId) => peerId.toString()))
-      const pubsub = this.host.services.pubsub
-      for (const subscriber of pubsub.getSubscribers(this.topic)) {
-        if (reached.has(subscriber.toString())) continue
-        log.trace('gossipsub skipped %s, pushing the message directly', subscriber.toString())
-        void this.push(subscriber, bytes)
-      }
-      return recipients.length
+      return new Set(recipients.map((peerId) => peerId.toString()))
     } catch (error) {
       log.error('publish on %s failed: %s', this.topic, (error as Error).message)
       return undefined
@@ -366,65 +271,38 @@ export class Peer {
   }
 
   /**
-   * Encodes the local delta in the spec's codec and returns the message and the values it
-   * carries as receivers decode them. With top-k, what was not sent is kept and added to the
-   * next round's delta, so no part of the update is lost over rounds.
+   * Publishes a delta or membership message, the delta split into parts when it exceeds the
+   * gossip message limit, and returns the number of peers that got every part by gossip.
+   * Gossipsub skips a subscriber whose outbound stream is still opening, which happens right
+   * after a connection forms, or whose send buffer is full; such a subscriber gets the whole
+   * message over a direct stream instead.
    */
-  private encodeLocalDelta(
-    delta: Float32Array[],
-    round: number,
-    baseHash: string,
-  ): { bytes: Uint8Array; sent: Float32Array[] } {
-    const feedback = this.codec.name === 'topk'
-    if (feedback && this.residual !== undefined) {
-      for (const [i, values] of delta.entries()) {
-        const carried = this.residual[i] as Float32Array
-        for (let j = 0; j < values.length; j++)
-          values[j] = (values[j] as number) + (carried[j] as number)
-      }
+  private async publishWhole(bytes: Uint8Array, round: number): Promise<number> {
+    const messages =
+      bytes.byteLength <= this.maxMessageBytes
+        ? [bytes]
+        : splitIntoParts({
+            specHash: this.specHash,
+            round,
+            sender: this.peerId,
+            message: bytes,
+            maxPartBytes: this.maxMessageBytes,
+          })
+    let reachedByAll: Set<string> | undefined
+    for (const message of messages) {
+      const reached = (await this.publish(message)) ?? new Set<string>()
+      reachedByAll =
+        reachedByAll === undefined
+          ? reached
+          : new Set([...reachedByAll].filter((peerId) => reached.has(peerId)))
     }
-    const bytes = encodeDelta({
-      version: 1,
-      codec: this.codec,
-      specHash: this.specHash,
-      round,
-      sampleCount: this.trainer.sampleCount,
-      baseModelHash: Buffer.from(baseHash, 'hex'),
-      tensors: delta.map((values, i) => ({ shape: this.trainer.shapes[i] as number[], values })),
-    })
-    if (this.codec.name === 'float32') return { bytes, sent: delta }
-    const sent = decodeDelta(bytes).tensors.map((tensor) => tensor.values)
-    if (feedback) {
-      this.residual = delta.map((values, i) => {
-        const carried = new Float32Array(values.length)
-        const decoded = sent[i] as Float32Array
-        for (let j = 0; j < values.length; j++)
-          carried[j] = (values[j] as number) - (decoded[j] as number)
-        return carried
-      })
+    const reached = reachedByAll ?? new Set<string>()
+    for (const subscriber of this.host.services.pubsub.getSubscribers(this.topic)) {
+      if (reached.has(subscriber.toString())) continue
+      log.trace('gossipsub skipped %s, pushing the message directly', subscriber.toString())
+      void this.push(subscriber, bytes)
     }
-    return { bytes, sent }
-  }
-
-  /**
-   * Publishes a delta, split into parts when it exceeds the gossip message limit, and returns
-   * the number of peers the first message reached.
-   */
-  private async publishDelta(bytes: Uint8Array, round: number): Promise<number | undefined> {
-    if (bytes.byteLength <= this.maxMessageBytes) return this.publish(bytes)
-    const parts = splitIntoParts({
-      specHash: this.specHash,
-      round,
-      sender: this.peerId,
-      message: bytes,
-      maxPartBytes: this.maxMessageBytes,
-    })
-    let recipients: number | undefined
-    for (const part of parts) {
-      const reached = await this.publish(part, false)
-      recipients ??= reached
-    }
-    return recipients
+    return reached.size
   }
 
   /**
@@ -471,9 +349,11 @@ export class Peer {
         let turnWaitMs = trainStart - turnStart
 
         const trained = this.trainer.getWeights()
-        const { bytes, sent } = this.encodeLocalDelta(
-          subtractWeights(trained, base),
+        const delta = subtractWeights(trained, base)
+        const { bytes, sent } = this.encoder.encode(
+          delta,
           round,
+          this.trainer.sampleCount,
           baseHash,
         )
         // The local delta is averaged as the others decode it, so every peer sums the same bits.
@@ -485,8 +365,8 @@ export class Peer {
           delta: sent,
         })
         this.pendingPublication = { round, bytes }
-        const recipients = await this.publishDelta(bytes, round)
-        if (recipients !== undefined) this.init.onPublish?.(round, recipients)
+        const recipients = await this.publishWhole(bytes, round)
+        this.init.onPublish?.(round, recipients)
 
         const waitStart = performance.now()
         const collected = await this.collector.collect(round, {
@@ -548,9 +428,9 @@ export class Peer {
           deadlineHit: collected.deadlineHit,
           modelHash,
           bytesSent: this.bytesSent,
-          bytesReceived: this.bytesReceived,
+          bytesReceived: this.inbox.bytesReceived,
           lateMessages: this.collector.lateMessages,
-          rejectedMessages: this.rejectedMessages,
+          rejectedMessages: this.inbox.rejectedMessages,
           duplicateMessages: this.collector.duplicateMessages,
         }
         metricsFile?.append(metrics)
@@ -616,7 +496,7 @@ export class Peer {
         continue
       }
       this.trainer.setWeights(state.weights)
-      this.residual = undefined
+      this.encoder.reset()
       // Peers whose subscription arrived after the status requests are members of the swarm
       // this peer joins, too.
       this.collector.admit(this.subscribers(), firstRound)
@@ -636,7 +516,7 @@ export class Peer {
     const bytes = encodeMembership({ kind, version: 1, specHash: this.specHash, round })
     // A subscriber that appears later gets the join directly, like the pending delta.
     this.announcedJoin = kind === 'join' ? bytes : undefined
-    await this.publish(bytes)
+    await this.publishWhole(bytes, round)
   }
 
   /**

@@ -61,6 +61,8 @@ describe('deltas on the wire', () => {
       swarm: 'large',
       model: 'mlp-large',
       peers: 3,
+      // A lost part then fails the deadline check below instead of the test timeout.
+      roundDeadlineSeconds: 60,
       trainSamples: 600,
       testSamples: 300,
     })

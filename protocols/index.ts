@@ -8,15 +8,14 @@ export {
   codecId,
   codecParam,
   DEFAULT_INT8_BLOCK_SIZE,
-  decodeTensor,
-  encodeTensor,
   formatCodec,
   MAX_CODEC_VALUE_COUNT,
   MAX_INT8_BLOCK_SIZE,
   parseCodec,
   payloadSize,
   topkCount,
-} from './codecs.ts'
+} from './codec-spec.ts'
+export { decodeTensor, encodeTensor } from './codecs.ts'
 export {
   DELTA_MESSAGE_VERSION,
   DELTA_PUSH_PROTOCOL,
@@ -57,15 +56,17 @@ export {
 } from './membership.ts'
 export {
   DEFAULT_MAX_PENDING_PER_SENDER,
+  PartAssembler,
+  type PartAssemblerInit,
+  type PartResult,
+} from './part-assembler.ts'
+export {
   decodePart,
   encodePart,
   isPartMessage,
   MAX_PART_COUNT,
   MAX_PART_SENDER_BYTES,
-  PartAssembler,
-  type PartAssemblerInit,
   type PartMessage,
-  type PartResult,
   partHeaderSize,
   type SplitInit,
   splitIntoParts,
@@ -84,7 +85,6 @@ export {
   STATE_HASH_BYTES,
   STATE_REQUEST_BYTES,
   STATE_SYNC_VERSION,
-  StateChunkAssembler,
   type StateHeader,
   type StateHeaderInit,
   type StateRequest,
@@ -92,6 +92,7 @@ export {
   type StateStatus,
   stateModelBytes,
 } from './state.ts'
+export { StateChunkAssembler } from './state-chunks.ts'
 export {
   type DeltaValidatorInit,
   type DeltaVerdict,

@@ -104,13 +104,13 @@ export interface StateHeader extends StateHeaderInit {
 
 const MAGIC = Uint8Array.of(0x44, 0x4c, 0x53, 0x31)
 const MAX_U32 = 0xffff_ffff
-const FLOAT32_BYTES = 4
+export const FLOAT32_BYTES = 4
 const HEADER_FIXED_BYTES = 43
 const REQUEST_KINDS: readonly StateRequestKind[] = ['status', 'model']
 const STATUSES: readonly StateStatus[] = ['ok', 'wrong-spec', 'busy']
 
 // Typed arrays use the host byte order, but the layout fixes float values as little-endian.
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1
+export const HOST_IS_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1
 
 /**
  * Encodes a request frame. Throws RangeError for a specHash that is not 32 bytes or an unknown
@@ -317,83 +317,6 @@ function* generateChunks(
   }
 }
 
-/**
- * Collects chunk payloads into the tensors that a header describes. Every chunk is checked
- * against totalBytes before it is copied, so a responder cannot make the buffer grow.
- */
-export class StateChunkAssembler {
-  readonly shapes: number[][]
-  readonly totalBytes: number
-  private readonly bytes: Uint8Array<ArrayBuffer>
-  private received = 0
-  private inHostOrder = HOST_IS_LITTLE_ENDIAN
-
-  constructor(shapes: number[][]) {
-    this.shapes = shapes.map((shape) => [...shape])
-    this.totalBytes = stateModelBytes(shapes)
-    this.bytes = new Uint8Array(this.totalBytes)
-  }
-
-  /** Number of weight bytes received so far. */
-  get receivedBytes(): number {
-    return this.received
-  }
-
-  /** True once totalBytes bytes have been received. */
-  get complete(): boolean {
-    return this.received === this.totalBytes
-  }
-
-  /**
-   * Copies the next chunk payload, which may be at any byteOffset. Throws StateDecodeError for
-   * an empty chunk or one that runs past totalBytes.
-   */
-  add(chunk: Uint8Array): void {
-    if (chunk.byteLength === 0) {
-      throw new StateDecodeError('chunk', 'payload', this.received, 'is empty')
-    }
-    if (chunk.byteLength > this.totalBytes - this.received) {
-      throw new StateDecodeError(
-        'chunk',
-        'payload',
-        this.received,
-        `has ${chunk.byteLength} bytes, but only ${this.totalBytes - this.received} of the ${this.totalBytes} weight bytes remain`,
-      )
-    }
-    this.bytes.set(chunk, this.received)
-    this.received += chunk.byteLength
-  }
-
-  /**
-   * Returns one Float32Array per shape. The arrays are views of the assembler's buffer, so
-   * every call returns the same values. Throws StateDecodeError when fewer than totalBytes
-   * bytes have been received.
-   */
-  weights(): Float32Array[] {
-    if (!this.complete) {
-      throw new StateDecodeError(
-        'chunk',
-        'payload',
-        this.received,
-        `ends after ${this.received} of ${this.totalBytes} weight bytes`,
-      )
-    }
-    if (!this.inHostOrder) {
-      swapFloat32ByteOrder(this.bytes)
-      this.inHostOrder = true
-    }
-    const weights: Float32Array[] = []
-    let offset = 0
-    for (const shape of this.shapes) {
-      const count = product(shape)
-      // Every offset is a multiple of 4, so the views are aligned.
-      weights.push(new Float32Array(this.bytes.buffer, offset, count))
-      offset += count * FLOAT32_BYTES
-    }
-    return weights
-  }
-}
-
 /** Sequential reader of a header frame that checks every length before reading. */
 class FrameReader {
   private readonly bytes: Uint8Array
@@ -487,14 +410,14 @@ function checkHash(hash: Uint8Array, field: string): void {
   }
 }
 
-function product(shape: number[]): number {
+export function product(shape: number[]): number {
   let result = 1
   for (const dim of shape) result *= dim
   return result
 }
 
 /** Reverses each 4-byte group in place, converting float32 values between byte orders. */
-function swapFloat32ByteOrder(bytes: Uint8Array): Uint8Array {
+export function swapFloat32ByteOrder(bytes: Uint8Array): Uint8Array {
   for (let i = 0; i + 3 < bytes.length; i += 4) {
     const b0 = bytes[i] as number
     const b1 = bytes[i + 1] as number

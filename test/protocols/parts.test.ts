@@ -4,14 +4,16 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
 import { PartDecodeError } from '../../protocols/errors.ts'
 import {
+  PartAssembler,
+  type PartAssemblerInit,
+  type PartResult,
+} from '../../protocols/part-assembler.ts'
+import {
   decodePart,
   encodePart,
   isPartMessage,
   MAX_PART_COUNT,
-  PartAssembler,
-  type PartAssemblerInit,
   type PartMessage,
-  type PartResult,
   partHeaderSize,
   splitIntoParts,
 } from '../../protocols/parts.ts'

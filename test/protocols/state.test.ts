@@ -9,10 +9,10 @@ import {
   encodeStateRequest,
   MAX_STATE_CHUNK_BYTES,
   STATE_REQUEST_BYTES,
-  StateChunkAssembler,
   type StateHeaderInit,
   stateModelBytes,
 } from '../../protocols/state.ts'
+import { StateChunkAssembler } from '../../protocols/state-chunks.ts'
 import {
   bitsOf,
   createRandom,

@@ -37,6 +37,8 @@ export class RoundCollector {
   private readonly rounds = new Map<number, Map<string, ReceivedDelta>>()
   /** First round each known member contributes to. */
   private readonly members = new Map<string, number>()
+  /** Members whose connection to this peer closed and has not come back. */
+  private readonly disconnected = new Set<string>()
   /** Last round of each peer that sent a leave message. */
   private readonly departures = new Map<string, number>()
   /** Highest round each peer sent a delta for, late ones included. */
@@ -121,6 +123,13 @@ export class RoundCollector {
     return lastRound === undefined || lastRound >= round
   }
 
+  /** Records that the connection to a peer closed, or that it is back. */
+  setConnected(peerId: string, connected: boolean): void {
+    if (connected) this.disconnected.delete(peerId)
+    else this.disconnected.add(peerId)
+    this.notify()
+  }
+
   /** Records that a peer publishes no delta after `lastRound`. */
   leave(peerId: string, lastRound: number): void {
     this.departures.set(peerId, lastRound)
@@ -184,11 +193,15 @@ export class RoundCollector {
     if (senders === undefined || !senders.has(this.localPeerId)) return false
     // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
     // through a neighbour, from peers it is not connected to.
-    // A peer that left before this round counts towards minPeers, or the rest would wait for
-    // the deadline in every round after it left.
-    let departed = 0
-    for (const lastRound of this.departures.values()) if (lastRound < round) departed++
-    if (this.memberDeltas(round, senders).length + departed < options.minPeers) return false
+    // A member that left before this round, or whose connection closed, counts towards minPeers,
+    // or the rest would wait for the deadline in every round after it left or crashed.
+    let gone = 0
+    for (const [peerId, firstRound] of this.members) {
+      if (firstRound > round || senders.has(peerId)) continue
+      const lastRound = this.departures.get(peerId)
+      if ((lastRound !== undefined && lastRound < round) || this.disconnected.has(peerId)) gone++
+    }
+    if (this.memberDeltas(round, senders).length + gone < options.minPeers) return false
     return options
       .subscribers()
       .every((peerId) => senders.has(peerId) || !this.isExpected(peerId, round))

@@ -1,0 +1,82 @@
+import * as tf from '@tensorflow/tfjs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadMnist } from '../../data/index.ts'
+import { selectBackend } from '../../node/backend.ts'
+import type { RoundMetrics } from '../../node/metrics.ts'
+import { Peer, type TurnGate } from '../../node/peer.ts'
+import { DEFAULT_SPEC, validateSpec } from '../../node/spec.ts'
+
+const mnist = loadMnist()
+
+let tensorsBefore = 0
+
+beforeAll(async () => {
+  await selectBackend('wasm')
+  tensorsBefore = tf.memory().numTensors
+})
+
+afterAll(() => {
+  expect(tf.memory().numTensors).toBe(tensorsBefore)
+})
+
+describe('a stalled peer', () => {
+  it('costs the others one deadline per round', async () => {
+    const spec = validateSpec({
+      ...DEFAULT_SPEC,
+      swarm: 'stall',
+      peers: 3,
+      trainSamples: 1500,
+      testSamples: 300,
+      roundDeadlineSeconds: 60,
+      deadlineFloorSeconds: 1,
+    })
+    // Peer 2 never gets its training turn of round 2, as if its process were stopped.
+    const stall = new AbortController()
+    const stalled = new Promise<void>((_, reject) => {
+      stall.signal.addEventListener('abort', () => reject(stall.signal.reason), { once: true })
+    })
+    stalled.catch(() => {})
+    const stallingGate: TurnGate = {
+      async acquire(kind, round) {
+        if (kind === 'train' && round === 2) await stalled
+      },
+      release() {},
+    }
+    const rounds: RoundMetrics[] = []
+    const peers = await Promise.all(
+      [0, 1, 2].map((peerIndex) =>
+        Peer.create({
+          spec,
+          peerIndex,
+          mnist,
+          backend: 'wasm',
+          maxRounds: 4,
+          turnGate: peerIndex === 2 ? stallingGate : undefined,
+          onRound: (metrics) => rounds.push(metrics),
+        }),
+      ),
+    )
+    try {
+      for (const [index, peer] of peers.entries()) {
+        await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
+      }
+      await Promise.all(peers.map((peer) => peer.waitForSwarm()))
+      const stalledRun = peers[2]?.run() as Promise<unknown>
+      stalledRun.catch(() => {})
+      await Promise.all(peers.slice(0, 2).map((peer) => peer.run()))
+      const survivors = rounds.filter((m) => m.peerIndex !== 2)
+      expect(survivors).toHaveLength(8)
+      for (const m of survivors.filter((m) => m.round >= 2)) {
+        expect(m.deadlineHit).toBe(true)
+        expect(m.contributors).toBe(2)
+        // The deadline followed the fast early rounds down towards the 1 s floor.
+        expect(m.deadlineMs).toBeLessThan(30_000)
+        expect(m.waitMs).toBeLessThan(m.deadlineMs + 2000)
+      }
+      for (const m of survivors.filter((m) => m.round < 2)) expect(m.deadlineHit).toBe(false)
+    } finally {
+      stall.abort(new Error('test finished'))
+      await Promise.all(peers.map((peer) => peer.stop()))
+    }
+  })
+})

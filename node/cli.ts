@@ -1,6 +1,7 @@
 import { loadMnist } from '../data/index.ts'
 import { type BackendName, selectBackend } from './backend.ts'
-import { BackendUnavailableError, UsageError } from './errors.ts'
+import { openStateDir } from './checkpoint.ts'
+import { BackendUnavailableError, CheckpointError, IdentityError, UsageError } from './errors.ts'
 import type { LauncherToPeer, PeerToLauncher } from './ipc.ts'
 import { log, setQuiet } from './log.ts'
 import type { RoundMetrics } from './metrics.ts'
@@ -54,6 +55,10 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   setQuiet(options.quiet)
+  const state =
+    options.stateDir === undefined
+      ? undefined
+      : await openStateDir(options.stateDir, options.spec, options.peerIndex)
   const mnist = loadMnist({ dataDir: options.dataDir, verifyDigests: options.verifyData })
   const backend: BackendName = await selectBackend(options.backend)
   const peer = await Peer.create({
@@ -65,9 +70,13 @@ async function main(argv: string[]): Promise<number> {
       listen: options.listen,
       bootstrap: options.bootstrap,
       mdns: options.mdns,
+      privateKey: state?.privateKey,
+      swarmKey: options.swarmKey,
     },
     mode: options.mode,
     join: options.join,
+    resume: state?.checkpoint,
+    onCheckpoint: state?.save,
     minPeers: options.minPeers,
     maxRounds: options.maxRounds,
     target: options.target,
@@ -111,13 +120,19 @@ async function main(argv: string[]): Promise<number> {
     return 0
   } finally {
     await peer.stop()
+    state?.release()
   }
 }
 
-/** Errors caused by an option value, a missing package or missing data: exit code 2. */
+/**
+ * Errors caused by an option value, a missing package, missing data or an unusable state
+ * folder: exit code 2.
+ */
 const USAGE_ERRORS = new Set([
   UsageError.name,
   BackendUnavailableError.name,
+  IdentityError.name,
+  CheckpointError.name,
   'MnistNotFoundError',
   'MnistDigestError',
   'PartitionError',

@@ -18,6 +18,16 @@ export class BackendUnavailableError extends Error {
   }
 }
 
+/** A swarm key file that is missing, unreadable or not in the libp2p swarm key format. */
+export class InvalidSwarmKeyError extends Error {
+  static override name = 'InvalidSwarmKeyError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'InvalidSwarmKeyError'
+  }
+}
+
 /** Failure of one donor to provide the model, as listed in a StateSyncError. */
 export interface StateSyncFailure {
   /** The donor's peer id as a string. */
@@ -51,5 +61,25 @@ export class StateSyncError extends Error {
     super(details.length === 0 ? message : `${message} (${details.join('; ')})`)
     this.name = 'StateSyncError'
     this.failures = failures
+  }
+}
+
+/** A state folder whose private key cannot be read, or that another running peer has locked. */
+export class IdentityError extends Error {
+  static override name = 'IdentityError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'IdentityError'
+  }
+}
+
+/** A checkpoint that is truncated, corrupt, or saved by another peer or for another swarm spec. */
+export class CheckpointError extends Error {
+  static override name = 'CheckpointError'
+
+  constructor(message: string) {
+    super(message)
+    this.name = 'CheckpointError'
   }
 }

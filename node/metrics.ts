@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 /** One line of a peer's metrics file: one round of one peer. */
@@ -20,6 +20,8 @@ export interface RoundMetrics {
   loss: number
   contributors: number
   deadlineHit: boolean
+  /** Milliseconds the round would have waited at most for missing deltas. */
+  deadlineMs: number
   modelHash: string
   bytesSent: number
   bytesReceived: number
@@ -38,7 +40,15 @@ export class MetricsWriter {
 
   constructor(path: string) {
     mkdirSync(dirname(path), { recursive: true })
-    this.fd = openSync(path, 'a')
+    // A restarted peer appends to the lines of its earlier run; the file is never truncated.
+    this.fd = openSync(path, 'a+')
+    // A line cut short, for example by a full disk, gets its newline here, so the next line
+    // does not run into it and stays parseable.
+    const { size } = fstatSync(this.fd)
+    const last = Buffer.alloc(1)
+    if (size > 0 && readSync(this.fd, last, 0, 1, size - 1) === 1 && last[0] !== 0x0a) {
+      writeSync(this.fd, '\n')
+    }
   }
 
   append(metrics: RoundMetrics): void {

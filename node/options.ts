@@ -1,8 +1,9 @@
 import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parsePartition } from '../data/index.ts'
+import { parseAggregation } from './aggregate.ts'
 import { type BackendChoice, parseBackendChoice } from './backend.ts'
-import { UsageError } from './errors.ts'
+import { InvalidSwarmKeyError, UsageError } from './errors.ts'
 import {
   DEFAULT_SPEC,
   MODEL_NAMES,
@@ -12,6 +13,7 @@ import {
   type SwarmSpec,
   validateSpec,
 } from './spec.ts'
+import { readSwarmKeyFile } from './swarm-key.ts'
 
 /** Options of `npm run peer`, each with its help line and default as printed by --help. */
 const OPTIONS = {
@@ -77,10 +79,25 @@ const OPTIONS = {
     help: 'delta codec: float32, float16, int8[:BLOCK] or topk:FRACTION (with error feedback)',
     default: DEFAULT_SPEC.codec,
   },
+  aggregation: {
+    type: 'string',
+    help: 'how deltas combine: mean (weighted by samples), median or trimmed-mean:B (per weight, drop the B largest and B smallest, average the rest)',
+    default: DEFAULT_SPEC.aggregation,
+  },
+  'clip-norm': {
+    type: 'string',
+    help: 'scale every delta whose L2 norm exceeds this down to it before aggregation; 0 turns clipping off',
+    default: String(DEFAULT_SPEC.clipNorm),
+  },
   deadline: {
     type: 'string',
-    help: 'seconds to wait for the deltas of a round',
+    help: 'longest seconds to wait for the deltas of a round; the wait follows recent rounds',
     default: String(DEFAULT_SPEC.roundDeadlineSeconds),
+  },
+  'deadline-floor': {
+    type: 'string',
+    help: 'shortest seconds the adaptive round deadline may reach',
+    default: String(DEFAULT_SPEC.deadlineFloorSeconds),
   },
   rounds: { type: 'string', help: 'maximum rounds', default: '20' },
   target: {
@@ -106,6 +123,11 @@ const OPTIONS = {
     default: 'none',
   },
   mdns: { type: 'boolean', help: 'discover peers on the local network with mDNS', default: 'off' },
+  'swarm-key': {
+    type: 'string',
+    help: 'libp2p swarm key file (pre-shared key) of a private swarm: only peers with the same file can connect. Create one with npm run swarm-key -- FILE',
+    default: 'none, any peer can connect',
+  },
   join: {
     type: 'boolean',
     help: 'join a swarm that is already training: download its model, then train from the next round',
@@ -127,6 +149,11 @@ const OPTIONS = {
     default: 'off (check)',
   },
   metrics: { type: 'string', help: 'file that receives one JSON line per round', default: 'none' },
+  'state-dir': {
+    type: 'string',
+    help: "folder for this peer's private key and a checkpoint after each round, so a peer restarted with it keeps its peer id and rejoins the swarm",
+    default: 'none (new peer id, no checkpoint)',
+  },
   mode: { type: 'string', help: 'label recorded in the metrics lines', default: 'parallel' },
   quiet: { type: 'boolean', help: 'print no per-round lines', default: 'off' },
   help: { type: 'boolean', short: 'h', help: 'print this help', default: '' },
@@ -142,10 +169,14 @@ export interface PeerOptions {
   listen: string[]
   bootstrap: string[]
   mdns: boolean
+  /** Bytes of the validated swarm key file, or undefined for a swarm without a pre-shared key. */
+  swarmKey: Uint8Array | undefined
   join: boolean
   dataDir: string | undefined
   verifyData: boolean
   metricsPath: string | undefined
+  /** Folder of the peer's key and checkpoint, or undefined for a throwaway identity. */
+  stateDir: string | undefined
   mode: string
   quiet: boolean
 }
@@ -157,8 +188,8 @@ export function peerHelp(): string {
     'Starts one peer: it trains on its MNIST shard, gossips its weight delta after each round',
     'and averages the deltas it receives. Every peer of a swarm needs the same --swarm, --model,',
     '--seed, --partition, --peers, --train-samples, --test-samples, --epochs, --batch-size,',
-    '--optimizer, --learning-rate, --codec, --max-message-bytes and --deadline; their hash is',
-    'part of the topic.',
+    '--optimizer, --learning-rate, --codec, --aggregation, --clip-norm, --max-message-bytes and',
+    '--deadline; their hash is part of the topic.',
     '',
     'Options:',
   ]
@@ -195,6 +226,16 @@ function checkMultiaddr(option: string, address: string, needsPeerId: boolean): 
     throw new UsageError(
       `Invalid --${option} '${address}': ${(error as Error).message}. Expected a multiaddr such as ${example}`,
     )
+  }
+}
+
+/** Reads the --swarm-key file; a missing or malformed file is a UsageError naming the path. */
+function readSwarmKeyOption(path: string): Uint8Array {
+  try {
+    return readSwarmKeyFile(path)
+  } catch (error) {
+    if (error instanceof InvalidSwarmKeyError) throw new UsageError(`--swarm-key: ${error.message}`)
+    throw error
   }
 }
 
@@ -235,6 +276,14 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
   } catch (error) {
     throw new UsageError(`Invalid --partition: ${(error as Error).message}`)
   }
+  const aggregation = text('aggregation') ?? DEFAULT_SPEC.aggregation
+  parseAggregation(aggregation, '--aggregation')
+  const clipNorm = decimal('clip-norm', DEFAULT_SPEC.clipNorm)
+  if (clipNorm < 0) {
+    throw new UsageError(
+      `Expected --clip-norm to be a number >= 0 (0 turns clipping off), got ${clipNorm}`,
+    )
+  }
   const spec = validateSpec({
     ...DEFAULT_SPEC,
     swarm: text('swarm') ?? DEFAULT_SPEC.swarm,
@@ -253,7 +302,16 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     ),
     learningRate: decimal('learning-rate', DEFAULT_SPEC.learningRate),
     roundDeadlineSeconds: decimal('deadline', DEFAULT_SPEC.roundDeadlineSeconds),
+    deadlineFloorSeconds: decimal(
+      'deadline-floor',
+      Math.min(
+        DEFAULT_SPEC.deadlineFloorSeconds,
+        decimal('deadline', DEFAULT_SPEC.roundDeadlineSeconds),
+      ),
+    ),
     codec: text('codec') ?? DEFAULT_SPEC.codec,
+    aggregation,
+    clipNorm,
     maxMessageBytes: integer('max-message-bytes', DEFAULT_SPEC.maxMessageBytes),
   })
 
@@ -278,6 +336,8 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
   for (const address of listen) checkMultiaddr('listen', address, false)
   const bootstrap = (values.bootstrap as string[] | undefined) ?? []
   for (const address of bootstrap) checkMultiaddr('bootstrap', address, true)
+  const swarmKeyPath = text('swarm-key')
+  const swarmKey = swarmKeyPath === undefined ? undefined : readSwarmKeyOption(swarmKeyPath)
   return {
     spec,
     peerIndex,
@@ -288,10 +348,12 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     listen,
     bootstrap,
     mdns: values.mdns === true,
+    swarmKey,
     join: values.join === true,
     dataDir: text('data-dir'),
     verifyData: values['no-verify-data'] !== true,
     metricsPath: text('metrics'),
+    stateDir: text('state-dir'),
     mode: text('mode') ?? 'parallel',
     quiet: values.quiet === true,
   }

@@ -11,12 +11,19 @@ import {
   parseCodec,
   splitIntoParts,
 } from '../protocols/index.ts'
-import { averageDeltas, subtractWeights } from './aggregate.ts'
+import {
+  type AggregationRule,
+  aggregateDeltas,
+  parseAggregation,
+  subtractWeights,
+} from './aggregate.ts'
 import type { BackendName } from './backend.ts'
+import type { ModelState } from './checkpoint.ts'
+import { AdaptiveDeadline } from './deadline.ts'
 import { DeltaEncoder } from './delta-encoder.ts'
 import { handleDeltaPushes, pushDelta } from './delta-push.ts'
 import { StateSyncError } from './errors.ts'
-import { createHost, type Host, type HostInit } from './host.ts'
+import { createHost, describeDialFailure, type Host, type HostInit } from './host.ts'
 import { Inbox } from './inbox.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
@@ -38,6 +45,7 @@ export interface PeerInit {
   peerIndex: number
   mnist: Mnist
   backend: BackendName
+  /** libp2p settings: addresses, discovery, identity and the swarm key of a private swarm. */
   host?: HostInit
   /** Label recorded in the metrics, such as 'parallel' or 'serial'. @default 'parallel' */
   mode?: string
@@ -54,10 +62,26 @@ export interface PeerInit {
   onReject?: (reason: string) => void
   /** Download the current model from the swarm before training, for a peer that starts late. */
   join?: boolean
+  /**
+   * Model of the checkpoint of a restarted peer. The peer starts from it, then rejoins like a
+   * late peer and downloads the swarm's model. It trains from the checkpoint round only when no
+   * peer responds to a status request, as after the whole swarm restarted.
+   */
+  resume?: ModelState
+  /**
+   * Called with the model of the round the peer starts next: once before the first round, then
+   * after each round, before that round's metrics line. The round loop waits for it.
+   */
+  onCheckpoint?: (state: ModelState) => Promise<void>
   /** Called when this peer announces a join, with the first round it takes part in. */
   onJoin?: (firstRound: number) => void
   /** Called after each publication of the local delta, with the number of peers it reached. */
   onPublish?: (round: number, recipients: number) => void
+  /**
+   * Changes the local delta in place before it is encoded and published, for tests and
+   * benchmarks that simulate a hostile peer. The peer aggregates the changed delta too.
+   */
+  tamperDelta?: (delta: Float32Array[]) => void
 }
 
 export interface PeerResult {
@@ -84,6 +108,7 @@ export class Peer {
   readonly peerIndex: number
   private readonly init: PeerInit
   private readonly specHash: Uint8Array
+  private readonly aggregation: AggregationRule
   private readonly collector: RoundCollector
   private readonly maxMessageBytes: number
   /** Encoded size of a delta of this spec's model in its codec, the largest a peer accepts. */
@@ -105,6 +130,7 @@ export class Peer {
     this.trainer = trainer
     this.maxMessageBytes = init.spec.maxMessageBytes
     this.specHash = hashSpec(init.spec)
+    this.aggregation = parseAggregation(init.spec.aggregation)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
     this.collector = new RoundCollector(host.peerId.toString())
     const codec = parseCodec(init.spec.codec)
@@ -137,6 +163,7 @@ export class Peer {
     )
     const maxSampleCount = Math.max(...shardSizes(trainLabels, partition, shardOptions))
     const trainer = new Trainer(spec, shard, test, init.peerIndex)
+    if (init.resume !== undefined) trainer.setWeights(init.resume.weights)
     const host = await createHost({ ...init.host, maxMessageBytes: spec.maxMessageBytes })
     const peer = new Peer(init, host, trainer, maxSampleCount)
     await peer.attach()
@@ -151,8 +178,19 @@ export class Peer {
     return this.host.getMultiaddrs().map((address) => address.toString())
   }
 
+  /** Dials every address; a failure is logged with its likely cause, then rethrown. */
   async dial(addresses: string[]): Promise<void> {
-    await Promise.all(addresses.map((address) => this.host.dial(multiaddr(address))))
+    const hasSwarmKey = this.init.host?.swarmKey !== undefined
+    await Promise.all(
+      addresses.map(async (address) => {
+        try {
+          await this.host.dial(multiaddr(address))
+        } catch (error) {
+          log.error('%s', describeDialFailure(address, error, hasSwarmKey))
+          throw error
+        }
+      }),
+    )
   }
 
   subscribers(): string[] {
@@ -234,7 +272,12 @@ export class Peer {
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
-    this.host.addEventListener('peer:disconnect', () => this.collector.notify())
+    this.host.addEventListener('peer:disconnect', (event) =>
+      this.collector.setConnected(event.detail.toString(), false),
+    )
+    this.host.addEventListener('peer:connect', (event) =>
+      this.collector.setConnected(event.detail.toString(), true),
+    )
     pubsub.subscribe(this.topic)
   }
 
@@ -317,14 +360,22 @@ export class Peer {
     const localId = this.peerId.toString()
     let result: PeerResult = { rounds: 0, finalAccuracy: 0, modelHash: '', reachedTarget: false }
     try {
+      const deadline = new AdaptiveDeadline(
+        this.spec.deadlineFloorSeconds * 1000,
+        this.spec.roundDeadlineSeconds * 1000,
+      )
       let round = 0
-      if (this.init.join === true) {
-        round = await this.catchUp(signal)
+      if (this.init.join === true || this.init.resume !== undefined) {
+        round = await this.catchUp(signal, this.init.resume)
       } else {
         // The peers subscribed now are the swarm of round 0; a later one takes part once it
         // announces a join.
         this.collector.admit(this.subscribers(), 0)
         await this.publishMembership('join', 0)
+      }
+      if (this.init.onCheckpoint !== undefined) {
+        const weights = this.trainer.getWeights()
+        await this.init.onCheckpoint({ round, modelHash: await hashWeights(weights), weights })
       }
       for (; round < maxRounds; round++) {
         if (this.collector.latestRound > round + 1) {
@@ -350,6 +401,7 @@ export class Peer {
 
         const trained = this.trainer.getWeights()
         const delta = subtractWeights(trained, base)
+        this.init.tamperDelta?.(delta)
         const { bytes, sent } = this.encoder.encode(
           delta,
           round,
@@ -369,14 +421,16 @@ export class Peer {
         this.init.onPublish?.(round, recipients)
 
         const waitStart = performance.now()
+        const deadlineMs = deadline.currentMs
         const collected = await this.collector.collect(round, {
           subscribers: () => this.subscribers(),
           minPeers: this.init.minPeers ?? this.spec.peers,
-          deadlineMs: this.spec.roundDeadlineSeconds * 1000,
+          deadlineMs,
           signal,
         })
         this.pendingPublication = undefined
         const waitMs = performance.now() - waitStart
+        deadline.record(performance.now() - turnStart, collected.deadlineHit)
         if (collected.deadlineHit) {
           log.info(
             'peer %s round %d: deadline passed with %d of %d deltas',
@@ -388,9 +442,12 @@ export class Peer {
         }
 
         const aggregateStart = performance.now()
-        const next = averageDeltas(base, collected.contributions, {
-          peerId: localId,
-          weights: trained,
+        const next = aggregateDeltas(base, collected.contributions, {
+          rule: this.aggregation,
+          clipNorm: this.spec.clipNorm,
+          // A lone peer keeps its trained weights, unless a tampered delta no longer matches them.
+          local:
+            this.init.tamperDelta === undefined ? { peerId: localId, weights: trained } : undefined,
         })
         this.trainer.setWeights(next)
         const modelHash = await hashWeights(next)
@@ -426,6 +483,7 @@ export class Peer {
           loss: evaluation.loss,
           contributors: collected.contributions.length,
           deadlineHit: collected.deadlineHit,
+          deadlineMs: Math.round(deadlineMs),
           modelHash,
           bytesSent: this.bytesSent,
           bytesReceived: this.inbox.bytesReceived,
@@ -433,6 +491,7 @@ export class Peer {
           rejectedMessages: this.inbox.rejectedMessages,
           duplicateMessages: this.collector.duplicateMessages,
         }
+        await this.init.onCheckpoint?.({ round: round + 1, modelHash, weights: next })
         metricsFile?.append(metrics)
         this.init.onRound?.(metrics)
         const reachedTarget =
@@ -440,7 +499,7 @@ export class Peer {
         result = { rounds: round + 1, finalAccuracy: evaluation.accuracy, modelHash, reachedTarget }
         if (reachedTarget) break
       }
-      if (result.rounds > 0) await this.leave(result.rounds - 1, signal)
+      if (result.rounds > 0) await this.leave(result.rounds - 1, deadline.currentMs, signal)
     } finally {
       metricsFile?.close()
     }
@@ -451,9 +510,9 @@ export class Peer {
    * Downloads the swarm's model and returns the round this peer takes part from. It announces a
    * join for the round after the newest one any peer reports, waits until a peer has started
    * that round, and downloads that round's start weights. When the swarm moved on meanwhile it
-   * announces again.
+   * announces again. When no peer responds and a checkpoint is given, it resumes from that.
    */
-  private async catchUp(signal?: AbortSignal): Promise<number> {
+  private async catchUp(signal?: AbortSignal, checkpoint?: ModelState): Promise<number> {
     const deadlineMs = this.spec.roundDeadlineSeconds * 1000
     for (let attempt = 1; attempt <= CATCH_UP_ATTEMPTS; attempt++) {
       const donors = this.host.services.pubsub.getSubscribers(this.topic)
@@ -466,6 +525,7 @@ export class Peer {
       for (const status of statuses) {
         if (status.status === 'fulfilled') newest = Math.max(newest, status.value.round)
       }
+      if (newest < 0 && checkpoint !== undefined) return this.resumeAlone(checkpoint)
       if (newest < 0)
         throw new StateSyncError('no peer answered a status request, so this peer cannot join', [])
       const firstRound = newest + 1
@@ -512,6 +572,25 @@ export class Peer {
     throw new StateSyncError(`could not join the swarm after ${CATCH_UP_ATTEMPTS} attempts`, [])
   }
 
+  /**
+   * Starts from the checkpoint when no peer has a model to serve, as after the whole swarm
+   * restarted. Like at round 0, the peers subscribed now are the members of that round.
+   */
+  private async resumeAlone(checkpoint: ModelState): Promise<number> {
+    log.info(
+      'peer %s: no peer responded to a status request, resuming from the checkpoint of round %d',
+      this.peerIndex,
+      checkpoint.round,
+    )
+    this.trainer.setWeights(checkpoint.weights)
+    this.encoder.reset()
+    this.collector.skipTo(checkpoint.round)
+    this.collector.admit(this.subscribers(), checkpoint.round)
+    await this.publishMembership('join', checkpoint.round)
+    this.init.onJoin?.(checkpoint.round)
+    return checkpoint.round
+  }
+
   private async publishMembership(kind: 'join' | 'leave', round: number): Promise<void> {
     const bytes = encodeMembership({ kind, version: 1, specHash: this.specHash, round })
     // A subscriber that appears later gets the join directly, like the pending delta.
@@ -521,10 +600,10 @@ export class Peer {
 
   /**
    * Announces that this peer publishes no delta after `lastRound`, then stays online until every
-   * subscribed peer has closed that round, at most one round deadline. Stopping at once could
+   * subscribed peer has closed that round, at most `deadlineMs`. Stopping at once could
    * drop the last delta while it still sits in a send buffer.
    */
-  private async leave(lastRound: number, signal?: AbortSignal): Promise<void> {
+  private async leave(lastRound: number, deadlineMs: number, signal?: AbortSignal): Promise<void> {
     await this.publishMembership('leave', lastRound)
     const everyonePassed = () =>
       this.subscribers().every(
@@ -532,12 +611,11 @@ export class Peer {
           !this.collector.isExpected(peerId, lastRound) ||
           this.collector.hasPassed(peerId, lastRound),
       )
-    const deadlineMs = this.spec.roundDeadlineSeconds * 1000
     if (!(await this.collector.waitUntil(everyonePassed, deadlineMs, signal))) {
       log.info(
-        'peer %s: stopped waiting after %d s for peers to close round %d',
+        'peer %s: stopped waiting after %d ms for peers to close round %d',
         this.peerIndex,
-        this.spec.roundDeadlineSeconds,
+        Math.round(deadlineMs),
         lastRound,
       )
     }

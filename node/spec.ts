@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { CodecSpecError, formatCodec, parseCodec } from '../protocols/index.ts'
+import { formatAggregation, parseAggregation } from './aggregate.ts'
 import { UsageError } from './errors.ts'
 
 export const MODEL_NAMES = ['mlp', 'mlp-large'] as const
@@ -43,16 +44,31 @@ export interface SwarmSpec {
    * 'int8:BLOCK' or 'topk:FRACTION' (sent with error feedback). @default 'float32'
    */
   codec: string
-  /** Aggregation rule. Only the sample-weighted 'mean' exists in version 1. */
-  aggregation: 'mean'
+  /**
+   * Aggregation rule, in canonical form: 'mean' (weighted by sample count), 'median' (per
+   * coordinate) or 'trimmed-mean:B' (per coordinate, the mean without the B largest and B
+   * smallest values). The last two ignore sample counts. @default 'mean'
+   */
+  aggregation: string
+  /**
+   * L2 norm above which a delta is scaled down to this norm before the aggregation rule
+   * applies; 0 turns clipping off. @default 0
+   */
+  clipNorm: number
   /**
    * Largest gossipsub message in bytes that a peer sends or accepts. A larger delta travels
    * in parts of at most this size. It is part of the spec, so every peer of a swarm has the
    * same limit on both sides and no peer sends a frame another rejects. @default 1 MiB
    */
   maxMessageBytes: number
-  /** Seconds a peer waits for the deltas of a round after publishing its own. @default 300 */
+  /**
+   * Longest time in seconds a peer waits for the deltas of a round after publishing its own.
+   * After the first rounds the wait follows the swarm's recent waits (see AdaptiveDeadline),
+   * between deadlineFloorSeconds and this ceiling. @default 300
+   */
   roundDeadlineSeconds: number
+  /** Shortest deadline in seconds that the adaptive deadline may reach. @default 10 */
+  deadlineFloorSeconds: number
 }
 
 export const DEFAULT_SPEC: SwarmSpec = {
@@ -70,7 +86,9 @@ export const DEFAULT_SPEC: SwarmSpec = {
   codec: 'float32',
   maxMessageBytes: 1024 * 1024,
   aggregation: 'mean',
+  clipNorm: 0,
   roundDeadlineSeconds: 300,
+  deadlineFloorSeconds: 10,
 }
 
 /** Returns the SHA-256 of the spec's canonical JSON (keys sorted), so field order never matters. */
@@ -118,6 +136,12 @@ export function validateSpec(spec: SwarmSpec): SwarmSpec {
   // Below 4 KiB a part's header would take a large share of every message.
   requireInteger('maxMessageBytes', spec.maxMessageBytes, 4096, 64 * 1024 * 1024)
   requirePositive('roundDeadlineSeconds', spec.roundDeadlineSeconds)
+  requirePositive('deadlineFloorSeconds', spec.deadlineFloorSeconds)
+  if (spec.deadlineFloorSeconds > spec.roundDeadlineSeconds) {
+    throw new UsageError(
+      `Expected deadlineFloorSeconds (${spec.deadlineFloorSeconds}) to be at most roundDeadlineSeconds (${spec.roundDeadlineSeconds}); lower --deadline-floor or raise --deadline`,
+    )
+  }
   try {
     // The canonical form keeps 'int8' and 'int8:256' from hashing to different topics.
     spec.codec = formatCodec(parseCodec(spec.codec))
@@ -128,6 +152,20 @@ export function validateSpec(spec: SwarmSpec): SwarmSpec {
   if (spec.trainSamples < spec.peers) {
     throw new UsageError(
       `Expected trainSamples (${spec.trainSamples}) to be at least peers (${spec.peers}), so no shard is empty`,
+    )
+  }
+  const aggregation = parseAggregation(spec.aggregation)
+  // Each peer trains on one of the `peers` shards, so with a larger B no full round keeps a value.
+  if (aggregation.name === 'trimmed-mean' && 2 * aggregation.trim >= spec.peers) {
+    throw new UsageError(
+      `Expected trimmed-mean:B to keep at least one of the ${spec.peers} peers' values (2 * B < peers), got '${spec.aggregation}'; use a smaller B or median`,
+    )
+  }
+  // The canonical form keeps 'trimmed-mean:01' and 'trimmed-mean:1' from hashing differently.
+  spec.aggregation = formatAggregation(aggregation)
+  if (!Number.isFinite(spec.clipNorm) || spec.clipNorm < 0) {
+    throw new UsageError(
+      `Expected clipNorm to be a finite number >= 0 (0 turns clipping off), got ${spec.clipNorm}`,
     )
   }
   return spec

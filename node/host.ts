@@ -94,6 +94,9 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
     peerDiscovery,
     services: {
       identify: identify(),
+      // NOTE: no topic score parameters are set, so a rejected message records an invalid
+      // delivery with weight 0: the sender's score never drops and a flooding peer is never
+      // graylisted.
       pubsub: gossipsub({
         // A delta that arrives before the remote subscription is known would be lost, so the
         // round loop republishes on every new subscriber instead of failing the publish.

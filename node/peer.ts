@@ -272,12 +272,9 @@ export class Peer {
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
-    this.host.addEventListener('peer:disconnect', (event) =>
-      this.collector.setConnected(event.detail.toString(), false),
-    )
-    this.host.addEventListener('peer:connect', (event) =>
-      this.collector.setConnected(event.detail.toString(), true),
-    )
+    // NOTE: a member whose connection closed still counts towards minPeers, so while it is
+    // down every round waits for the deadline; closing at once raced with its rejoin.
+    this.host.addEventListener('peer:disconnect', () => this.collector.notify())
     pubsub.subscribe(this.topic)
   }
 
@@ -529,6 +526,15 @@ export class Peer {
       if (newest < 0)
         throw new StateSyncError('no peer answered a status request, so this peer cannot join', [])
       const firstRound = newest + 1
+      const maxRounds = this.init.maxRounds ?? 20
+      if (firstRound >= maxRounds) {
+        log.info(
+          'peer %s: the swarm is in its last round %d, nothing left to join',
+          this.peerIndex,
+          newest,
+        )
+        return maxRounds
+      }
       this.collector.skipTo(firstRound)
       this.collector.admit(
         donors.map((donor) => donor.toString()),

@@ -37,8 +37,6 @@ export class RoundCollector {
   private readonly rounds = new Map<number, Map<string, ReceivedDelta>>()
   /** First round each known member contributes to. */
   private readonly members = new Map<string, number>()
-  /** Members whose connection to this peer closed and has not come back. */
-  private readonly disconnected = new Set<string>()
   /** Last round of each peer that sent a leave message. */
   private readonly departures = new Map<string, number>()
   /** Highest round each peer sent a delta for, late ones included. */
@@ -123,13 +121,6 @@ export class RoundCollector {
     return lastRound === undefined || lastRound >= round
   }
 
-  /** Records that the connection to a peer closed, or that it is back. */
-  setConnected(peerId: string, connected: boolean): void {
-    if (connected) this.disconnected.delete(peerId)
-    else this.disconnected.add(peerId)
-    this.notify()
-  }
-
   /** Records that a peer publishes no delta after `lastRound`. */
   leave(peerId: string, lastRound: number): void {
     this.departures.set(peerId, lastRound)
@@ -193,13 +184,13 @@ export class RoundCollector {
     if (senders === undefined || !senders.has(this.localPeerId)) return false
     // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
     // through a neighbour, from peers it is not connected to.
-    // A member that left before this round, or whose connection closed, counts towards minPeers,
-    // or the rest would wait for the deadline in every round after it left or crashed.
+    // A member that left before this round counts towards minPeers, or the rest would wait for
+    // the deadline in every round after it left.
     let gone = 0
     for (const [peerId, firstRound] of this.members) {
       if (firstRound > round || senders.has(peerId)) continue
       const lastRound = this.departures.get(peerId)
-      if ((lastRound !== undefined && lastRound < round) || this.disconnected.has(peerId)) gone++
+      if (lastRound !== undefined && lastRound < round) gone++
     }
     if (this.memberDeltas(round, senders).length + gone < options.minPeers) return false
     return options

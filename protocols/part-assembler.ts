@@ -75,6 +75,8 @@ interface CompletedMessage {
  * maxBufferedBytes, and a part of a message completed less than timeoutMs ago, and not yet
  * pruned, is reported as a duplicate instead of starting a new message.
  */
+// NOTE: completed messages stay in a map for timeoutMs, and every add() scans it, so a peer
+// that sends many one-part messages for far-future rounds slows every later part down.
 export class PartAssembler {
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number

@@ -136,6 +136,7 @@ const USAGE_ERRORS = new Set([
   'MnistNotFoundError',
   'MnistDigestError',
   'PartitionError',
+  'IdxFormatError',
 ])
 
 let finished = false

@@ -322,7 +322,11 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     )
   }
   const minPeers = integer('min-peers', spec.peers)
-  if (minPeers < 1) throw new UsageError(`Expected --min-peers to be at least 1, got ${minPeers}`)
+  if (minPeers < 1 || minPeers > spec.peers) {
+    throw new UsageError(
+      `Expected --min-peers to be from 1 to --peers (${spec.peers}), got ${minPeers}`,
+    )
+  }
   const maxRounds = integer('rounds', 20)
   if (maxRounds < 1) throw new UsageError(`Expected --rounds to be at least 1, got ${maxRounds}`)
   const targetText = text('target')

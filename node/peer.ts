@@ -197,7 +197,11 @@ export class Peer {
     return this.host.services.pubsub.getSubscribers(this.topic).map((id) => id.toString())
   }
 
-  /** Resolves once `minPeers - 1` other peers are subscribed to the topic. */
+  /**
+   * Resolves once `minPeers - 1` other peers are subscribed to the topic.
+   * NOTE: only directly connected peers count, and no peer exchange exists yet, so every peer
+   * must be given the addresses of the others to connect to.
+   */
   async waitForSwarm(signal?: AbortSignal): Promise<void> {
     const needed = (this.init.minPeers ?? this.spec.peers) - 1
     const pubsub = this.host.services.pubsub

@@ -1,3 +1,6 @@
+/** Longest time in milliseconds a wait goes without re-checking its condition. */
+const RECHECK_MS = 1000
+
 /** A validated delta from one peer for one round. */
 export interface ReceivedDelta {
   peerId: string
@@ -147,14 +150,16 @@ export class RoundCollector {
       if (remaining <= 0) return false
       signal?.throwIfAborted()
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining)
-        const onAbort = () => resolve()
-        signal?.addEventListener('abort', onAbort, { once: true })
-        this.wake = () => {
+        const done = () => {
           clearTimeout(timer)
-          signal?.removeEventListener('abort', onAbort)
+          signal?.removeEventListener('abort', done)
           resolve()
         }
+        // Re-checks at least every RECHECK_MS, because gossipsub may drop a closed peer from
+        // the topic's subscribers after the disconnect event that notified this wait.
+        const timer = setTimeout(done, Math.min(remaining, RECHECK_MS))
+        signal?.addEventListener('abort', done, { once: true })
+        this.wake = done
       })
       this.wake = undefined
     }

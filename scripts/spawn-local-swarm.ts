@@ -3,10 +3,12 @@ import { parseArgs } from 'node:util'
 import { parsePartition } from '../data/index.ts'
 import { MODEL_NAMES } from '../node/spec.ts'
 import { killAllChildren } from './lib/children.ts'
-import { type LaunchMode, runSwarm, type SwarmSummary } from './lib/launcher.ts'
+import { type LaunchMode, PeerProcessError, runSwarm, type SwarmSummary } from './lib/launcher.ts'
 import { renderConvergence } from './lib/plot.ts'
 
 const EXIT_USAGE = 2
+/** Most peer processes one launcher starts; each holds its shard and a TensorFlow.js backend. */
+const MAX_PEERS = 256
 
 const HELP = `Usage: npm start -- [options]
 
@@ -42,10 +44,10 @@ class UsageError extends Error {
   }
 }
 
-function integerOption(name: string, text: string, min: number): number {
+function integerOption(name: string, text: string, min: number, max = 2 ** 31 - 1): number {
   const value = Number(text)
-  if (!Number.isInteger(value) || value < min) {
-    throw new UsageError(`Expected --${name} to be an integer >= ${min}, got '${text}'`)
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`Expected --${name} to be an integer from ${min} to ${max}, got '${text}'`)
   }
   return value
 }
@@ -112,11 +114,15 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
   if (!(MODEL_NAMES as readonly string[]).includes(model)) {
     throw new UsageError(`Expected --model to be one of ${MODEL_NAMES.join(', ')}, got '${model}'`)
   }
+  const rounds = integerOption('rounds', (values.rounds as string | undefined) ?? '20', 1)
+  if (values['join-late'] !== undefined) {
+    integerOption('join-late', values['join-late'] as string, 1, rounds - 1)
+  }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   return {
-    peers: integerOption('peers', (values.peers as string | undefined) ?? '4', 1),
+    peers: integerOption('peers', (values.peers as string | undefined) ?? '4', 1, MAX_PEERS),
     modes: mode === 'both' ? ['parallel', 'serial'] : [mode as LaunchMode],
-    rounds: integerOption('rounds', (values.rounds as string | undefined) ?? '20', 1),
+    rounds,
     target,
     partition,
     model,
@@ -185,7 +191,9 @@ main(process.argv.slice(2)).then(
     }
     if (process.exitCode === undefined) {
       process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
-      process.exitCode = 1
+      // A peer that exits 2 rejected an option passed to it after the second --.
+      process.exitCode =
+        error instanceof PeerProcessError && error.exitCode === EXIT_USAGE ? EXIT_USAGE : 1
     }
   },
 )

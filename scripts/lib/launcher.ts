@@ -65,9 +65,13 @@ export interface SwarmSummary {
 export class PeerProcessError extends Error {
   static override name = 'PeerProcessError'
 
-  constructor(message: string) {
+  /** The peer's exit code, when it exited with one. */
+  readonly exitCode: number | undefined
+
+  constructor(message: string, exitCode?: number) {
     super(message)
     this.name = 'PeerProcessError'
+    this.exitCode = exitCode
   }
 }
 
@@ -225,6 +229,7 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     child.on('error', (error) =>
       failed(new PeerProcessError(`${run.mode} peer ${index} could not start: ${error.message}`)),
     )
+    let failure: string | undefined
     child.on('message', (message: PeerToLauncher) => {
       switch (message.type) {
         case 'listening':
@@ -251,7 +256,8 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
         case 'done':
           break
         case 'failed':
-          failed(new PeerProcessError(`${run.mode} peer ${index} failed: ${message.message}`))
+          // The peer exits right after this message; its exit code decides the launcher's.
+          failure = message.message
           break
       }
     })
@@ -263,11 +269,11 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
         return
       }
       const how = signal === null ? `exit code ${code}` : `signal ${signal}`
-      failed(
-        new PeerProcessError(
-          `${run.mode} peer ${index} stopped with ${how}; last lines of ${logPath}:\n${logTail(logPath)}`,
-        ),
-      )
+      const reason =
+        failure === undefined
+          ? `stopped with ${how}; last lines of ${logPath}:\n${logTail(logPath)}`
+          : `failed: ${failure}`
+      failed(new PeerProcessError(`${run.mode} peer ${index} ${reason}`, code ?? undefined))
     })
     peers.push(peer)
     return peer

@@ -153,6 +153,12 @@ describe('spawn-local-swarm', () => {
       [['--partition', 'dirichlet:-1'], /dirichlet:-1/],
       [['--target', '97'], /--target.*fraction/],
       [['--colour'], /colour/],
+      [['--peers', '1e9'], /--peers.*from 1 to 256/],
+      [['--rounds', '3', '--join-late', '3'], /--join-late.*from 1 to 2/],
+      [
+        ['--peers', '1', '--out', mkdtempSync(join(tmpdir(), 'dlearn-bogus-')), '--', '--bogus'],
+        /Unknown option '--bogus'/,
+      ],
     ]
     for (const [args, message] of cases) {
       const child = spawn(process.execPath, [LAUNCHER, ...args], {

@@ -28,6 +28,7 @@ import { Inbox } from './inbox.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
+import { exchangePeers, handlePeerExchange } from './peer-exchange.ts'
 import { RoundCollector } from './round-collector.ts'
 import { hashSpec, type SwarmSpec } from './spec.ts'
 import { fetchState, handleStateRequests, queryStatus } from './state-sync.ts'
@@ -198,9 +199,8 @@ export class Peer {
   }
 
   /**
-   * Resolves once `minPeers - 1` other peers are subscribed to the topic.
-   * NOTE: only directly connected peers count, and no peer exchange exists yet, so every peer
-   * must be given the addresses of the others to connect to.
+   * Resolves once `minPeers - 1` other peers are subscribed to the topic. Only directly
+   * connected peers count; the peer exchange connects the peers that bootstrap from one member.
    */
   async waitForSwarm(signal?: AbortSignal): Promise<void> {
     const needed = (this.init.minPeers ?? this.spec.peers) - 1
@@ -267,8 +267,10 @@ export class Peer {
       if (!isPartMessage(bytes) && this.inbox.check(bytes, from) === 'accept')
         this.store(bytes, from)
     })
+    await handlePeerExchange(this.host, this.topic)
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
+      if (joined) void exchangePeers(this.host, event.detail.peerId)
       const pending = this.pendingPublication
       if (joined && this.announcedJoin !== undefined) {
         void this.push(event.detail.peerId, this.announcedJoin)

@@ -20,6 +20,12 @@ export const STATE_SYNC_PROTOCOL = '/dlearn/state/1.0.0'
  */
 export const DELTA_PUSH_PROTOCOL = '/dlearn/delta/1.0.0'
 
+/**
+ * Stream protocol id on which a peer sends the addresses of the peers subscribed to its delta
+ * topic, as one JSON array of multiaddr strings, and closes the stream.
+ */
+export const PEER_EXCHANGE_PROTOCOL = '/dlearn/peers/1.0.0'
+
 /** Number of leading hex characters of the spec hash that the delta topic contains. */
 export const TOPIC_SPEC_HASH_HEX_CHARS = 16
 

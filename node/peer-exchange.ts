@@ -10,7 +10,7 @@ const EXCHANGE_TIMEOUT_MS = 10_000
 const MAX_LIST_BYTES = 64 * 1024
 
 /**
- * Answers `/dlearn/peers/1.0.0` with the addresses of the peers subscribed to `topic`, as a
+ * Serves `/dlearn/peers/1.0.0`: replies with the addresses of the peers subscribed to `topic`, as a
  * JSON array of multiaddr strings ending in /p2p/<peer id>, so that a peer that bootstrapped
  * from one member can connect to the rest of the swarm.
  */
@@ -18,7 +18,7 @@ export async function handlePeerExchange(host: Host, topic: string): Promise<voi
   await host.handle(PEER_EXCHANGE_PROTOCOL, async ({ stream }) => {
     const addresses: string[] = []
     for (const peerId of host.services.pubsub.getSubscribers(topic)) {
-      // The peer store holds the listen addresses that identify reported; a connection's
+      // The peer store contains the listen addresses that identify reported; a connection's
       // remote address may be an unreachable source port.
       try {
         const { addresses: known } = await host.peerStore.get(peerId)
@@ -39,7 +39,7 @@ export async function handlePeerExchange(host: Host, topic: string): Promise<voi
 
 /**
  * Asks `from` for its peer list and dials every listed peer this host is not connected to.
- * Failures are logged, never thrown: the exchange only speeds up forming a full mesh.
+ * Failures are logged and not thrown, because the peer goes on with the connections it has.
  */
 export async function exchangePeers(host: Host, from: PeerId): Promise<void> {
   try {

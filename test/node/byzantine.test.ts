@@ -1,10 +1,9 @@
-import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer } from '../../node/peer.ts'
 import { DEFAULT_SPEC, type SwarmSpec, validateSpec } from '../../node/spec.ts'
+import { checkTensorLeaks, runPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
@@ -28,16 +27,7 @@ const ATTACKS: [string, Tamper][] = [
   ['sign-flipped', scaleBy(-1)],
 ]
 
-let tensorsBefore = 0
-
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
+checkTensorLeaks()
 
 function swarmSpec(aggregation: string, deadlineSeconds = 60): SwarmSpec {
   return validateSpec({
@@ -78,15 +68,7 @@ async function runSwarm(spec: SwarmSpec, tamper?: Tamper, rounds = ROUNDS): Prom
       }),
     ),
   )
-  try {
-    for (const [index, peer] of peers.entries()) {
-      await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-    }
-    await Promise.all(peers.map((peer) => peer.waitForSwarm()))
-    await Promise.all(peers.map((peer) => peer.run()))
-  } finally {
-    await Promise.all(peers.map((peer) => peer.stop()))
-  }
+  await runPeers(peers)
   return run
 }
 

@@ -10,9 +10,8 @@
 import { Worker } from 'node:worker_threads'
 import type { Message, PeerId, TopicValidatorResult } from '@libp2p/interface'
 import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist, parsePartition, shardSizes } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer, type PeerInit, type PeerResult, type TurnGate } from '../../node/peer.ts'
 import { DEFAULT_SPEC, hashSpec, type SwarmSpec, validateSpec } from '../../node/spec.ts'
@@ -26,6 +25,7 @@ import {
   SHARED_SLOTS,
   type Verdict,
 } from './hostile-messages.ts'
+import { checkTensorLeaks, connectPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
@@ -56,16 +56,7 @@ const PLAN: FloodPlan = {
 /** Messages published before each round's training may start, so the flood spans both. */
 const TRAIN_AFTER = [1500, 6000]
 
-let tensorsBefore = 0
-
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
+const tensorsBefore = checkTensorLeaks()
 
 async function startPeers(extra: (index: number) => Partial<PeerInit>): Promise<Peer[]> {
   return Promise.all(
@@ -73,12 +64,6 @@ async function startPeers(extra: (index: number) => Partial<PeerInit>): Promise<
       Peer.create({ spec: SPEC, peerIndex, mnist, backend: 'wasm', ...extra(peerIndex) }),
     ),
   )
-}
-
-async function connect(peers: Peer[]): Promise<void> {
-  for (const [index, peer] of peers.entries()) {
-    await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-  }
 }
 
 function isDelta(bytes: Uint8Array): boolean {
@@ -111,7 +96,7 @@ async function runClean(): Promise<{
         }
       })
     }
-    await connect(peers)
+    await connectPeers(peers)
     await Promise.all(peers.map((peer) => peer.waitForSwarm()))
     const results = await Promise.all(peers.map((peer) => peer.run()))
     return { results, rounds, deltas }
@@ -313,7 +298,7 @@ describe('a live peer under attack', () => {
     let done: Extract<AttackerReport, { type: 'done' }> | undefined
     const started = performance.now()
     try {
-      await connect(peers)
+      await connectPeers(peers)
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const partition = parsePartition(SPEC.partition)
       const trainLabels = mnist.train.labels.subarray(0, SPEC.trainSamples)
@@ -396,6 +381,6 @@ describe('a live peer under attack', () => {
       expect(last?.rejectedMessages, summary).toBeGreaterThan(0)
     }
     expect(mismatches, summary).toEqual([])
-    expect(tf.memory().numTensors).toBe(tensorsBefore)
+    expect(tf.memory().numTensors).toBe(tensorsBefore())
   })
 })

@@ -1,25 +1,15 @@
-import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer, type TurnGate } from '../../node/peer.ts'
 import { DEFAULT_SPEC, validateSpec } from '../../node/spec.ts'
+import { checkTensorLeaks, connectPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
-let tensorsBefore = 0
+checkTensorLeaks()
 
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
-
-/** A gate that holds the training of one round until `open()` is called. */
+/** Returns a gate that delays the training of one round until `open()` is called. */
 function holdRound(heldRound: number) {
   let open!: () => void
   const opened = new Promise<void>((resolve) => {
@@ -69,9 +59,7 @@ describe('a late peer', () => {
     )
     let late: Peer | undefined
     try {
-      for (const [index, peer] of peers.entries()) {
-        await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-      }
+      await connectPeers(peers)
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const startedAt = Date.now()
       const running = peers.map((peer) => peer.run(startedAt))

@@ -1,23 +1,13 @@
-import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer, type TurnGate } from '../../node/peer.ts'
 import { DEFAULT_SPEC, validateSpec } from '../../node/spec.ts'
+import { checkTensorLeaks, connectPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
-let tensorsBefore = 0
-
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
+checkTensorLeaks()
 
 describe('a stalled peer', () => {
   it('costs the others one deadline per round', async () => {
@@ -57,9 +47,7 @@ describe('a stalled peer', () => {
       ),
     )
     try {
-      for (const [index, peer] of peers.entries()) {
-        await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-      }
+      await connectPeers(peers)
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const stalledRun = peers[2]?.run() as Promise<unknown>
       stalledRun.catch(() => {})

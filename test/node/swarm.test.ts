@@ -1,13 +1,13 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import { createHost, type Host } from '../../node/host.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer, type PeerInit } from '../../node/peer.ts'
 import { DEFAULT_SPEC, hashSpec, type SwarmSpec, validateSpec } from '../../node/spec.ts'
 import { type DeltaMessage, encodeDelta } from '../../protocols/index.ts'
+import { checkTensorLeaks, connectPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
@@ -26,13 +26,6 @@ async function startPeers(
   )
 }
 
-/** Connects every peer to the ones before it, as the launcher does. */
-async function connect(peers: Peer[]): Promise<void> {
-  for (const [index, peer] of peers.entries()) {
-    await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-  }
-}
-
 /** Resolves once the pubsub service knows `count` subscribers of the topic. */
 async function waitForSubscribers(
   pubsub: Host['services']['pubsub'],
@@ -46,16 +39,7 @@ async function waitForSubscribers(
   }
 }
 
-let tensorsBefore = 0
-
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
+const tensorsBefore = checkTensorLeaks()
 
 describe('peers on loopback', () => {
   it('end a round with identical weights', async () => {
@@ -63,7 +47,7 @@ describe('peers on loopback', () => {
     const rounds: RoundMetrics[] = []
     const peers = await startPeers(spec, () => ({ maxRounds: 1, onRound: (m) => rounds.push(m) }))
     try {
-      await connect(peers)
+      await connectPeers(peers)
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const results = await Promise.all(peers.map((peer) => peer.run()))
       expect(new Set(results.map((result) => result.modelHash)).size).toBe(1)
@@ -77,7 +61,7 @@ describe('peers on loopback', () => {
     } finally {
       await Promise.all(peers.map((peer) => peer.stop()))
     }
-    expect(tf.memory().numTensors).toBe(tensorsBefore)
+    expect(tf.memory().numTensors).toBe(tensorsBefore())
   })
 
   it('complete a round published before the mesh formed', async () => {
@@ -100,21 +84,21 @@ describe('peers on loopback', () => {
       const runs = Promise.all(peers.map((peer) => peer.run()))
       await bothPublished
       expect(firstRecipients).toEqual([0, 0])
-      await connect(peers)
+      await connectPeers(peers)
       const results = await runs
       expect(results[0]?.modelHash).toBe(results[1]?.modelHash)
       expect(results[0]?.rounds).toBe(1)
     } finally {
       await Promise.all(peers.map((peer) => peer.stop()))
     }
-    expect(tf.memory().numTensors).toBe(tensorsBefore)
+    expect(tf.memory().numTensors).toBe(tensorsBefore())
   })
 
   it('reach 90% on a subset', async () => {
     const spec = smallSpec({ peers: 3, swarm: 'subset', trainSamples: 9000, testSamples: 2000 })
     const peers = await startPeers(spec, () => ({ maxRounds: 6, target: 0.9 }))
     try {
-      await connect(peers)
+      await connectPeers(peers)
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const results = await Promise.all(peers.map((peer) => peer.run()))
       for (const result of results) {
@@ -124,7 +108,7 @@ describe('peers on loopback', () => {
     } finally {
       await Promise.all(peers.map((peer) => peer.stop()))
     }
-    expect(tf.memory().numTensors).toBe(tensorsBefore)
+    expect(tf.memory().numTensors).toBe(tensorsBefore())
   })
 
   it('reject bad deltas and still agree', async () => {
@@ -146,7 +130,7 @@ describe('peers on loopback', () => {
     }))
     const attacker = await createHost()
     try {
-      await connect(peers)
+      await connectPeers(peers)
       for (const peer of peers) await attacker.dial(multiaddr(peer.addresses()[0] as string))
       await Promise.all(peers.map((peer) => peer.waitForSwarm()))
       const shapes = peers[0]?.trainer.shapes ?? []
@@ -187,6 +171,6 @@ describe('peers on loopback', () => {
       await attacker.stop()
       await Promise.all(peers.map((peer) => peer.stop()))
     }
-    expect(tf.memory().numTensors).toBe(tensorsBefore)
+    expect(tf.memory().numTensors).toBe(tensorsBefore())
   })
 })

@@ -1,25 +1,15 @@
 import { multiaddr } from '@multiformats/multiaddr'
-import * as tf from '@tensorflow/tfjs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadMnist } from '../../data/index.ts'
-import { selectBackend } from '../../node/backend.ts'
 import { createHost, type Host } from '../../node/host.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { Peer } from '../../node/peer.ts'
 import { DEFAULT_SPEC, type SwarmSpec, validateSpec } from '../../node/spec.ts'
+import { checkTensorLeaks, runPeers } from './peers.ts'
 
 const mnist = loadMnist()
 
-let tensorsBefore = 0
-
-beforeAll(async () => {
-  await selectBackend('wasm')
-  tensorsBefore = tf.memory().numTensors
-})
-
-afterAll(() => {
-  expect(tf.memory().numTensors).toBe(tensorsBefore)
-})
+checkTensorLeaks()
 
 /** Runs a connected swarm of spec.peers in-process peers and returns their round metrics. */
 async function runSwarm(spec: SwarmSpec, maxRounds: number): Promise<RoundMetrics[]> {
@@ -36,15 +26,7 @@ async function runSwarm(spec: SwarmSpec, maxRounds: number): Promise<RoundMetric
       }),
     ),
   )
-  try {
-    for (const [index, peer] of peers.entries()) {
-      await peer.dial(peers.slice(0, index).flatMap((other) => other.addresses()))
-    }
-    await Promise.all(peers.map((peer) => peer.waitForSwarm()))
-    await Promise.all(peers.map((peer) => peer.run()))
-  } finally {
-    await Promise.all(peers.map((peer) => peer.stop()))
-  }
+  await runPeers(peers)
   return rounds
 }
 

@@ -85,7 +85,7 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
       inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND,
     },
     connectionMonitor: {
-      // A peer busy training answers libp2p's pings late, and aborting the connection then
+      // A peer busy training replies to libp2p's pings late, and aborting the connection then
       // loses the deltas in flight; a dead peer is still noticed when its socket closes.
       abortConnectionOnPingFailure: false,
     },

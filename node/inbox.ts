@@ -31,7 +31,7 @@ export interface InboxInit {
   codec: CodecSpec
   /** Encoded size of a whole delta in the spec's codec, the largest one the inbox assembles. */
   deltaBytes: number
-  /** Peers of the swarm spec; the part buffer holds a delta of each for two rounds. */
+  /** Peers of the swarm spec; the part buffer has room for a delta of each for two rounds. */
   peers: number
   /** Milliseconds after which an incomplete delta in parts is dropped. */
   partTimeoutMs: number

@@ -91,7 +91,7 @@ const OPTIONS = {
   },
   deadline: {
     type: 'string',
-    help: 'longest seconds to wait for the deltas of a round; the wait follows recent rounds',
+    help: 'maximum seconds to wait for the deltas of a round; the wait follows recent rounds',
     default: String(DEFAULT_SPEC.roundDeadlineSeconds),
   },
   'deadline-floor': {

@@ -52,7 +52,7 @@ export interface PeerInit {
   mode?: string
   /** Peers, this one included, that must be subscribed before a round can close early. @default spec.peers */
   minPeers?: number
-  /** @default 20 */
+  /** @default DEFAULT_MAX_ROUNDS (20) */
   maxRounds?: number
   /** Stop after the first round whose test accuracy reaches this fraction. @default no target */
   target?: number
@@ -92,6 +92,8 @@ export interface PeerResult {
   reachedTarget: boolean
 }
 
+/** Rounds a peer runs when PeerInit.maxRounds is not given. */
+const DEFAULT_MAX_ROUNDS = 20
 /** Announcements a late peer makes before it gives up joining. */
 const CATCH_UP_ATTEMPTS = 3
 const STATUS_TIMEOUT_MS = 10_000
@@ -112,6 +114,7 @@ export class Peer {
   private readonly aggregation: AggregationRule
   private readonly collector: RoundCollector
   private readonly maxMessageBytes: number
+  private readonly maxRounds: number
   /** Encoded size of a delta of this spec's model in its codec, the largest a peer accepts. */
   private readonly deltaBytes: number
   private readonly inbox: Inbox
@@ -130,6 +133,7 @@ export class Peer {
     this.host = host
     this.trainer = trainer
     this.maxMessageBytes = init.spec.maxMessageBytes
+    this.maxRounds = init.maxRounds ?? DEFAULT_MAX_ROUNDS
     this.specHash = hashSpec(init.spec)
     this.aggregation = parseAggregation(init.spec.aggregation)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
@@ -278,8 +282,8 @@ export class Peer {
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
-    // NOTE: a member whose connection closed still counts towards minPeers, so while it is
-    // down every round waits for the deadline; closing at once raced with its rejoin.
+    // NOTE: a member whose connection closed still counts towards minPeers, so every round
+    // waits for the deadline while it is down. Closing at once raced with its rejoin.
     this.host.addEventListener('peer:disconnect', () => this.collector.notify())
     pubsub.subscribe(this.topic)
   }
@@ -320,7 +324,7 @@ export class Peer {
    * Publishes a delta or membership message, the delta split into parts when it exceeds the
    * gossip message limit, and returns the number of peers that got every part by gossip.
    * Gossipsub skips a subscriber whose outbound stream is still opening, which happens right
-   * after a connection forms, or whose send buffer is full; such a subscriber gets the whole
+   * after a connection forms, or whose send buffer is full. Such a subscriber gets the whole
    * message over a direct stream instead.
    */
   private async publishWhole(bytes: Uint8Array, round: number): Promise<number> {
@@ -356,7 +360,7 @@ export class Peer {
    * shared clock origin of the metrics' elapsedSeconds.
    */
   async run(startedAt: number = Date.now(), signal?: AbortSignal): Promise<PeerResult> {
-    const maxRounds = this.init.maxRounds ?? 20
+    const maxRounds = this.maxRounds
     const gate = this.init.turnGate
     const metricsFile =
       this.init.metricsPath === undefined ? undefined : new MetricsWriter(this.init.metricsPath)
@@ -530,16 +534,18 @@ export class Peer {
       }
       if (newest < 0 && checkpoint !== undefined) return this.resumeAlone(checkpoint)
       if (newest < 0)
-        throw new StateSyncError('no peer answered a status request, so this peer cannot join', [])
+        throw new StateSyncError(
+          'no peer responded to a status request, so this peer cannot join',
+          [],
+        )
       const firstRound = newest + 1
-      const maxRounds = this.init.maxRounds ?? 20
-      if (firstRound >= maxRounds) {
+      if (firstRound >= this.maxRounds) {
         log.info(
           'peer %s: the swarm is in its last round %d, nothing left to join',
           this.peerIndex,
           newest,
         )
-        return maxRounds
+        return this.maxRounds
       }
       this.collector.skipTo(firstRound)
       this.collector.admit(

@@ -1,4 +1,4 @@
-/** Longest time in milliseconds a wait goes without re-checking its condition. */
+/** Maximum milliseconds a wait goes without re-checking its condition. */
 const RECHECK_MS = 1000
 
 /** A validated delta from one peer for one round. */
@@ -56,7 +56,7 @@ export class RoundCollector {
 
   /**
    * Stores a delta of the current or the next round. A delta further ahead only records that
-   * its sender reached that round, so the buffer holds at most two rounds.
+   * its sender reached that round, so the buffer contains at most two rounds.
    */
   add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' | 'ahead' {
     const latest = this.latestRounds.get(received.peerId) ?? -1
@@ -177,7 +177,7 @@ export class RoundCollector {
     return this.rounds.get(round)?.get(this.localPeerId)
   }
 
-  /** The local delta and those of members; a delta from a peer that never joined is left out. */
+  /** Returns the local delta and those of members, leaving out peers that never joined. */
   private memberDeltas(round: number, senders: Map<string, ReceivedDelta>): ReceivedDelta[] {
     return [...senders.values()].filter(
       (received) => received.peerId === this.localPeerId || this.isExpected(received.peerId, round),

@@ -62,7 +62,7 @@ export interface SwarmSpec {
    */
   maxMessageBytes: number
   /**
-   * Longest time in seconds a peer waits for the deltas of a round after publishing its own.
+   * Maximum time in seconds a peer waits for the deltas of a round after publishing its own.
    * After the first rounds the wait follows the swarm's recent waits (see AdaptiveDeadline),
    * between deadlineFloorSeconds and this ceiling. @default 300
    */

@@ -7,7 +7,7 @@ import { type LaunchMode, PeerProcessError, runSwarm, type SwarmSummary } from '
 import { renderConvergence } from './lib/plot.ts'
 
 const EXIT_USAGE = 2
-/** Most peer processes one launcher starts; each holds its shard and a TensorFlow.js backend. */
+/** Maximum peer processes one launcher starts, because each loads its shard and a backend. */
 const MAX_PEERS = 256
 
 const HELP = `Usage: npm start -- [options]

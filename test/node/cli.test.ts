@@ -64,7 +64,7 @@ describe('npm run peer', () => {
     const firstAddress = await first.address
     const second = startPeer([...common, '--peer-index', '1', '--bootstrap', firstAddress])
     await second.address
-    // The third peer knows only the first; it learns the second from the first's peer list.
+    // The third peer gets only the first's address and learns the second's from its peer list.
     const third = startPeer([...common, '--peer-index', '2', '--bootstrap', firstAddress])
     const results = await Promise.all([first.exited, second.exited, third.exited])
     const hashes = results.map(

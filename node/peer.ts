@@ -29,7 +29,8 @@ import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
 import { exchangePeers, handlePeerExchange } from './peer-exchange.ts'
-import { RoundCollector } from './round-collector.ts'
+import { redialLostPeers } from './redial.ts'
+import { RoundCollector, voteOnBase } from './round-collector.ts'
 import { hashSpec, type SwarmSpec } from './spec.ts'
 import { fetchState, handleStateRequests, queryStatus } from './state-sync.ts'
 import { Trainer, toExamples } from './trainer.ts'
@@ -125,6 +126,8 @@ export class Peer {
   /** Start weights of the round in progress, served to peers that download the model. */
   private snapshot: { round: number; modelHash: string; weights: Float32Array[] } | undefined
   private bytesSent = 0
+  /** Aborted when the peer stops, ending its redials. */
+  private readonly stopping = new AbortController()
 
   private constructor(init: PeerInit, host: Host, trainer: Trainer, maxSampleCount: number) {
     this.init = init
@@ -282,9 +285,13 @@ export class Peer {
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
       this.collector.notify()
     })
-    // NOTE: a member whose connection closed still counts towards minPeers, so every round
-    // waits for the deadline while it is down. Closing at once raced with its rejoin.
+    // A crashed member is awaited until one deadline passes; after that no round waits for it.
     this.host.addEventListener('peer:disconnect', () => this.collector.notify())
+    redialLostPeers(this.host, {
+      giveUpMs: this.spec.roundDeadlineSeconds * 1000,
+      hasLeft: (peerId) => this.collector.hasLeft(peerId),
+      signal: this.stopping.signal,
+    })
     pubsub.subscribe(this.topic)
   }
 
@@ -384,8 +391,14 @@ export class Peer {
         const weights = this.trainer.getWeights()
         await this.init.onCheckpoint({ round, modelHash: await hashWeights(weights), weights })
       }
+      /** Peers holding the model that most of the last round's deltas were trained from. */
+      let divergedFrom: string[] | undefined
       for (; round < maxRounds; round++) {
-        if (this.collector.latestRound > round + 1) {
+        if (divergedFrom !== undefined) {
+          round = await this.catchUp(signal, undefined, divergedFrom)
+          divergedFrom = undefined
+          if (round >= maxRounds) break
+        } else if (this.collector.latestRound > round + 1) {
           log.info('peer %s is behind at round %d, downloading the model', this.peerIndex, round)
           round = await this.catchUp(signal)
           if (round >= maxRounds) break
@@ -446,6 +459,21 @@ export class Peer {
             collected.contributions.length,
             this.subscribers().length + 1,
           )
+        }
+
+        // NOTE: in a swarm of two, a lying member wins every tie by claiming a low base hash.
+        const vote = voteOnBase(collected.contributions)
+        if (vote !== undefined && vote.baseModelHash !== baseHash) {
+          log.info(
+            "peer %s round %d: %d of %d deltas were trained from model %s, not from this peer's %s; downloading that model",
+            this.peerIndex,
+            round,
+            vote.peerIds.length,
+            collected.contributions.length,
+            vote.baseModelHash.slice(0, 12),
+            baseHash.slice(0, 12),
+          )
+          divergedFrom = vote.peerIds
         }
 
         const aggregateStart = performance.now()
@@ -514,15 +542,23 @@ export class Peer {
   }
 
   /**
-   * Downloads the swarm's model and returns the round this peer takes part from. It announces a
+   * Downloads the swarm's model and returns the round this peer takes part from, from the
+   * `preferred` peers when any of them is subscribed. It announces a
    * join for the round after the newest one any peer reports, waits until a peer has started
    * that round, and downloads that round's start weights. When the swarm moved on meanwhile it
    * announces again. When no peer responds and a checkpoint is given, it resumes from that.
    */
-  private async catchUp(signal?: AbortSignal, checkpoint?: ModelState): Promise<number> {
+  private async catchUp(
+    signal?: AbortSignal,
+    checkpoint?: ModelState,
+    preferred?: string[],
+  ): Promise<number> {
     const deadlineMs = this.spec.roundDeadlineSeconds * 1000
     for (let attempt = 1; attempt <= CATCH_UP_ATTEMPTS; attempt++) {
-      const donors = this.host.services.pubsub.getSubscribers(this.topic)
+      const subscribed = this.host.services.pubsub.getSubscribers(this.topic)
+      const chosen = subscribed.filter((peerId) => preferred?.includes(peerId.toString()))
+      // The preferred donors' deltas may have come through a neighbour; then any subscriber serves.
+      const donors = chosen.length > 0 ? chosen : subscribed
       const statuses = await Promise.allSettled(
         donors.map((donor) =>
           queryStatus(this.host, donor, this.specHash, { signal, timeoutMs: STATUS_TIMEOUT_MS }),
@@ -640,6 +676,7 @@ export class Peer {
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort()
     this.host.services.pubsub.unsubscribe(this.topic)
     await this.host.stop()
     this.trainer.dispose()

@@ -44,6 +44,11 @@ export class RoundCollector {
   private readonly departures = new Map<string, number>()
   /** Highest round each peer sent a delta for, late ones included. */
   private readonly latestRounds = new Map<string, number>()
+  /**
+   * Members that missed a round's deadline, with the first round they are no longer awaited in.
+   * A delta for the current round or a later one, or a join, makes them awaited again.
+   */
+  private readonly absentees = new Map<string, number>()
   private wake: (() => void) | undefined
 
   constructor(localPeerId: string) {
@@ -65,6 +70,7 @@ export class RoundCollector {
       this.lateMessages++
       return 'late'
     }
+    this.absentees.delete(received.peerId)
     if (received.round > this.currentRound + 1) return 'ahead'
     let senders = this.rounds.get(received.round)
     if (senders === undefined) {
@@ -91,6 +97,7 @@ export class RoundCollector {
   join(peerId: string, firstRound: number): void {
     this.members.set(peerId, firstRound)
     this.departures.delete(peerId)
+    this.absentees.delete(peerId)
     this.notify()
   }
 
@@ -124,10 +131,30 @@ export class RoundCollector {
     return lastRound === undefined || lastRound >= round
   }
 
+  /**
+   * True when `peerId` is expected in `round` and has not missed a deadline since it last sent a
+   * delta or a join. A round waits only for awaited peers, so a crashed or stalled member costs
+   * the others one deadline, not one per round.
+   */
+  isAwaited(peerId: string, round: number): boolean {
+    const absentFrom = this.absentees.get(peerId)
+    return this.isExpected(peerId, round) && (absentFrom === undefined || absentFrom > round)
+  }
+
+  /** Members that no round waits for, since they missed a deadline. */
+  get absent(): string[] {
+    return [...this.absentees.keys()]
+  }
+
   /** Records that a peer publishes no delta after `lastRound`. */
   leave(peerId: string, lastRound: number): void {
     this.departures.set(peerId, lastRound)
     this.notify()
+  }
+
+  /** True when the peer sent a leave message. */
+  hasLeft(peerId: string): boolean {
+    return this.departures.has(peerId)
   }
 
   /** True when the peer left, or sent a delta for a round after `round`, so it closed `round`. */
@@ -189,18 +216,19 @@ export class RoundCollector {
     if (senders === undefined || !senders.has(this.localPeerId)) return false
     // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
     // through a neighbour, from peers it is not connected to.
-    // A member that left before this round counts towards minPeers, or the rest would wait for
-    // the deadline in every round after it left.
+    // A member that left before this round, or missed an earlier deadline, counts towards
+    // minPeers, or the rest would wait for the deadline in every round after it went.
     let gone = 0
     for (const [peerId, firstRound] of this.members) {
       if (firstRound > round || senders.has(peerId)) continue
       const lastRound = this.departures.get(peerId)
-      if (lastRound !== undefined && lastRound < round) gone++
+      const left = lastRound !== undefined && lastRound < round
+      if (left || (this.isExpected(peerId, round) && !this.isAwaited(peerId, round))) gone++
     }
     if (this.memberDeltas(round, senders).length + gone < options.minPeers) return false
     return options
       .subscribers()
-      .every((peerId) => senders.has(peerId) || !this.isExpected(peerId, round))
+      .every((peerId) => senders.has(peerId) || !this.isAwaited(peerId, round))
   }
 
   /** Waits until `round` closes, then moves the collector to the next round. */
@@ -210,11 +238,49 @@ export class RoundCollector {
       options.deadlineMs,
       options.signal,
     )
-    const contributions = this.memberDeltas(round, this.rounds.get(round) ?? new Map())
+    const senders = this.rounds.get(round) ?? new Map<string, ReceivedDelta>()
+    const contributions = this.memberDeltas(round, senders)
+    if (!closed) {
+      for (const peerId of this.members.keys()) {
+        if (peerId === this.localPeerId || senders.has(peerId)) continue
+        if (this.isAwaited(peerId, round)) this.absentees.set(peerId, round + 1)
+      }
+    }
     this.currentRound = round + 1
     for (const buffered of this.rounds.keys()) {
       if (buffered <= round) this.rounds.delete(buffered)
     }
     return { contributions, deadlineHit: !closed }
   }
+}
+
+/** The base model most contributions of a round were trained from, and who trained from it. */
+export interface BaseVote {
+  baseModelHash: string
+  peerIds: string[]
+}
+
+/**
+ * Picks the base model hash that most contributions share; a tie goes to the lowest hash, so
+ * every peer that saw the same contributions picks the same model. Peers whose own base lost
+ * have diverged from the swarm, after a partition or a round that closed at a deadline, and
+ * download the winner's model.
+ */
+export function voteOnBase(contributions: ReceivedDelta[]): BaseVote | undefined {
+  const groups = new Map<string, string[]>()
+  for (const { baseModelHash, peerId } of contributions) {
+    const group = groups.get(baseModelHash)
+    if (group === undefined) groups.set(baseModelHash, [peerId])
+    else group.push(peerId)
+  }
+  let winner: BaseVote | undefined
+  for (const [baseModelHash, peerIds] of groups) {
+    if (
+      winner === undefined ||
+      peerIds.length > winner.peerIds.length ||
+      (peerIds.length === winner.peerIds.length && baseModelHash < winner.baseModelHash)
+    )
+      winner = { baseModelHash, peerIds }
+  }
+  return winner
 }

@@ -331,6 +331,8 @@ describe('npm run peer --state-dir', () => {
       expect(lines.map((m) => m.round)).toEqual([...Array(rounds).keys()])
       for (const m of lines) expect(m.waitMs).toBeLessThan(DEADLINE_SECONDS * 1000 + WAIT_MARGIN_MS)
       expect(lines.some((m) => m.contributors === 3 && m.deadlineHit)).toBe(true)
+      // The crash costs one deadline; later rounds no longer wait for the dead peer.
+      expect(lines.filter((m) => m.deadlineHit)).toHaveLength(1)
     }
     const hashAt = (round: number) => survivorLines[0]?.find((m) => m.round === round)?.modelHash
     for (const lines of survivorLines.slice(1)) {
@@ -352,5 +354,63 @@ describe('npm run peer --state-dir', () => {
     console.info(
       `restart: killed in round ${killedInRound}, model downloaded ${rejoinSeconds.toFixed(1)} s after the kill, first round back ${joinRound}, longest survivor wait ${longestWait} ms (bound ${DEADLINE_SECONDS * 1000 + WAIT_MARGIN_MS} ms), test ${((performance.now() - startedAt) / 1000).toFixed(1)} s`,
     )
+  })
+
+  it('is dialled again when it comes back on its address with a new key', async () => {
+    const common = [
+      '--swarm',
+      'redial',
+      '--peers',
+      '3',
+      '--min-peers',
+      '3',
+      '--train-samples',
+      '600',
+      '--test-samples',
+      '100',
+      '--rounds',
+      '50',
+      '--deadline-floor',
+      '1',
+      '--backend',
+      'wasm',
+      '--no-verify-data',
+    ]
+    const victimArgs = (port: number) => [
+      ...common,
+      '--peer-index',
+      '2',
+      '--listen',
+      `/ip4/127.0.0.1/tcp/${port}`,
+    ]
+    const victim = startPeer(victimArgs(0))
+    const [, victimId, victimAddress] = await victim.waitFor(/peer (\S+) listening on (\S+)/)
+    const port = Number(/\/tcp\/(\d+)\//.exec(victimAddress as string)?.[1])
+    // The others know the victim only by the address they bootstrapped from.
+    const others = [0, 1].map((peerIndex) =>
+      startPeer([
+        ...common,
+        '--peer-index',
+        String(peerIndex),
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--bootstrap',
+        victimAddress as string,
+      ]),
+    )
+    await victim.waitFor(/peer 2 round 0: /)
+    victim.child.kill('SIGKILL')
+    await victim.exited
+
+    const restarted = startPeer(victimArgs(port))
+    const [, newId] = await restarted.waitFor(/peer (\S+) listening on/)
+    const listeningAt = performance.now()
+    expect(newId).not.toBe(victimId)
+    const reached = new RegExp(`reached /ip4/127.0.0.1/tcp/${port}\\S* again, now peer ${newId}`)
+    await Promise.all(others.map((other) => other.waitFor(reached)))
+    const seconds = (performance.now() - listeningAt) / 1000
+    console.info(`redial: both peers reached the new key ${seconds.toFixed(1)} s after it listened`)
+    // The lost address is dialled every 2 s at most, so the bound leaves room for a busy machine.
+    expect(seconds).toBeLessThan(10)
   })
 })

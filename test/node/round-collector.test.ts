@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type ReceivedDelta, RoundCollector } from '../../node/round-collector.ts'
+import { type ReceivedDelta, RoundCollector, voteOnBase } from '../../node/round-collector.ts'
 
 function delta(peerId: string, round: number): ReceivedDelta {
   return { peerId, round, sampleCount: 10, baseModelHash: '00', delta: [new Float32Array(2)] }
@@ -175,6 +175,44 @@ describe('RoundCollector membership', () => {
   })
 })
 
+describe('RoundCollector absentees', () => {
+  it('waits for a silent member in one deadline only', async () => {
+    const collector = new RoundCollector('self')
+    const subscribers = ['a', 'silent']
+    collector.admit(subscribers, 0)
+    const options = { subscribers: () => subscribers, minPeers: 3, deadlineMs: 50 }
+    collector.add(delta('self', 0))
+    collector.add(delta('a', 0))
+    expect((await collector.collect(0, options)).deadlineHit).toBe(true)
+    expect(collector.absent).toEqual(['silent'])
+    expect(collector.isAwaited('silent', 1)).toBe(false)
+
+    collector.add(delta('self', 1))
+    collector.add(delta('a', 1))
+    const next = await collector.collect(1, { ...options, deadlineMs: 60_000 })
+    expect(next.deadlineHit).toBe(false)
+    expect(next.contributions.map((c) => c.peerId).sort()).toEqual(['a', 'self'])
+
+    // A late delta of a closed round does not make it awaited again; one of the current round does.
+    expect(collector.add(delta('silent', 1))).toBe('late')
+    expect(collector.isAwaited('silent', 2)).toBe(false)
+    expect(collector.add(delta('silent', 2))).toBe('stored')
+    expect(collector.isAwaited('silent', 2)).toBe(true)
+    expect(collector.absent).toEqual([])
+  })
+
+  it('awaits an absent member again after its join', async () => {
+    const collector = new RoundCollector('self')
+    collector.admit(['gone'], 0)
+    collector.add(delta('self', 0))
+    await collector.collect(0, { subscribers: () => [], minPeers: 2, deadlineMs: 50 })
+    expect(collector.isAwaited('gone', 3)).toBe(false)
+    collector.join('gone', 3)
+    expect(collector.isAwaited('gone', 2)).toBe(false)
+    expect(collector.isAwaited('gone', 3)).toBe(true)
+  })
+})
+
 describe('RoundCollector latestRound', () => {
   it('counts members only', () => {
     const collector = new RoundCollector('self')
@@ -192,5 +230,27 @@ describe('RoundCollector buffer', () => {
     expect(collector.add(delta('a', 1))).toBe('stored')
     expect(collector.add(delta('a', 5))).toBe('ahead')
     expect(collector.latestRound).toBe(5)
+  })
+})
+
+describe('voteOnBase', () => {
+  const trained = (peerId: string, baseModelHash: string): ReceivedDelta => ({
+    ...delta(peerId, 0),
+    baseModelHash,
+  })
+
+  it('picks the base most contributions share', () => {
+    const vote = voteOnBase([trained('a', 'ff'), trained('b', 'ff'), trained('c', '01')])
+    expect(vote).toEqual({ baseModelHash: 'ff', peerIds: ['a', 'b'] })
+  })
+
+  it('breaks a tie with the lowest hash, whatever the order', () => {
+    const contributions = [trained('a', 'ff'), trained('b', '01')]
+    expect(voteOnBase(contributions)?.baseModelHash).toBe('01')
+    expect(voteOnBase(contributions.reverse())?.baseModelHash).toBe('01')
+  })
+
+  it('returns undefined for no contributions', () => {
+    expect(voteOnBase([])).toBeUndefined()
   })
 })

@@ -125,11 +125,11 @@ describe('a hostile peer among five', () => {
     const poison: Tamper = (delta) => {
       ;(delta[0] as Float32Array)[0] = Number.NaN
     }
-    // The honest peers wait for the hostile peer's delta until the deadline in every round, so
-    // this run is two rounds long. The deadline still leaves a loaded machine time to train.
+    // The honest peers wait for the hostile peer's first delta until the deadline, then no
+    // longer await it. The deadline still leaves a loaded machine time to train.
     const run = await runSwarm(swarmSpec('mean', 6), poison, 2)
     const accuracy = honestAccuracy(run, 4, 2)
-    for (const m of run.honest) expect(m.deadlineHit).toBe(true)
+    for (const m of run.honest) expect(m.deadlineHit).toBe(m.round === 0)
     expect(run.rejections.length).toBeGreaterThan(0)
     for (const reason of run.rejections) expect(reason).toMatch(/NaN|finite/)
     expect(accuracy).toBeGreaterThan(0.5)

@@ -38,10 +38,11 @@ export async function handlePeerExchange(host: Host, topic: string): Promise<voi
 }
 
 /**
- * Asks `from` for its peer list and dials every listed peer this host is not connected to.
- * Failures are logged and not thrown, because the peer goes on with the connections it has.
+ * Asks `from` for its peer list and dials the listed peers this host is not connected to, at
+ * most `maxDials` of them, so a lying member cannot make this host dial a long list of
+ * addresses. Failures are logged and not thrown: the peer goes on with the connections it has.
  */
-export async function exchangePeers(host: Host, from: PeerId): Promise<void> {
+export async function exchangePeers(host: Host, from: PeerId, maxDials: number): Promise<void> {
   try {
     const stream = await host.dialProtocol(from, PEER_EXCHANGE_PROTOCOL, {
       signal: AbortSignal.timeout(EXCHANGE_TIMEOUT_MS),
@@ -56,6 +57,7 @@ export async function exchangePeers(host: Host, from: PeerId): Promise<void> {
     const text = new TextDecoder().decode(Buffer.concat(chunks))
     const listed: unknown = JSON.parse(text)
     if (!Array.isArray(listed)) throw new Error('peer list is not a JSON array')
+    const dialled = new Set<string>()
     for (const entry of listed) {
       if (typeof entry !== 'string') continue
       const address = multiaddr(entry)
@@ -64,6 +66,8 @@ export async function exchangePeers(host: Host, from: PeerId): Promise<void> {
       if (host.getConnections().some((connection) => connection.remotePeer.toString() === peerId)) {
         continue
       }
+      if (!dialled.has(peerId) && dialled.size >= maxDials) break
+      dialled.add(peerId)
       host.dial(address).catch((error: Error) => {
         log.trace('dial of listed peer %s failed: %s', entry, error.message)
       })

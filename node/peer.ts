@@ -277,7 +277,8 @@ export class Peer {
     await handlePeerExchange(this.host, this.topic)
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
-      if (joined) void exchangePeers(this.host, event.detail.peerId)
+      // A swarm holds at most one member per shard.
+      if (joined) void exchangePeers(this.host, event.detail.peerId, this.spec.peers - 1)
       const pending = this.pendingPublication
       if (joined && this.announcedJoin !== undefined) {
         void this.push(event.detail.peerId, this.announcedJoin)

@@ -98,6 +98,10 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
       // delivery with weight 0: the sender's score never drops and a flooding peer is never
       // graylisted.
       pubsub: gossipsub({
+        // Gossipsub's default score takes 5 * (n - 10)^2 points from each of n > 10 peers on one
+        // IP address and stops gossiping with them below -10, so a swarm of 12 or more peers on
+        // one machine, or behind one NAT, would cut its own links.
+        scoreParams: { IPColocationFactorWeight: 0 },
         // A delta that arrives before the remote subscription is known would be lost, so the
         // round loop republishes on every new subscriber instead of failing the publish.
         allowPublishToZeroTopicPeers: true,

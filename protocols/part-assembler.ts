@@ -59,6 +59,12 @@ interface PendingMessage {
   firstPartAt: number
 }
 
+/**
+ * Completed messages remembered for duplicate detection, at most. A forgotten one only lets a
+ * repeated copy through, which the round collector counts as a duplicate.
+ */
+const MAX_COMPLETED = 65_536
+
 interface CompletedMessage {
   round: number
   completedAt: number
@@ -75,8 +81,6 @@ interface CompletedMessage {
  * maxBufferedBytes, and a part of a message completed less than timeoutMs ago, and not yet
  * pruned, is reported as a duplicate instead of starting a new message.
  */
-// NOTE: completed messages stay in a map for timeoutMs, and every add() scans it, so a peer
-// that sends many one-part messages for far-future rounds slows every later part down.
 export class PartAssembler {
   private readonly maxMessageBytes: number
   private readonly maxBufferedBytes: number
@@ -323,6 +327,10 @@ export class PartAssembler {
     }
 
     this.completed.set(key, { round, completedAt: this.now() })
+    if (this.completed.size > MAX_COMPLETED) {
+      const oldest = this.completed.keys().next().value as string
+      this.completed.delete(oldest)
+    }
     if (parts.length === 1) {
       return { status: 'complete', message: copyBytes(parts[0] as Uint8Array) }
     }
@@ -335,18 +343,20 @@ export class PartAssembler {
     return { status: 'complete', message }
   }
 
+  /**
+   * Both maps hold their entries in the order of their timestamps, so each scan stops at the
+   * first entry that has not expired and an add() costs no more than the entries it removes.
+   */
   private expire(): void {
     const now = this.now()
     for (const [key, message] of this.pending) {
-      if (now - message.firstPartAt > this.timeoutMs) {
-        this.removePending(key, message)
-        this.expiredCount++
-      }
+      if (now - message.firstPartAt <= this.timeoutMs) break
+      this.removePending(key, message)
+      this.expiredCount++
     }
     for (const [key, message] of this.completed) {
-      if (now - message.completedAt > this.timeoutMs) {
-        this.completed.delete(key)
-      }
+      if (now - message.completedAt <= this.timeoutMs) break
+      this.completed.delete(key)
     }
   }
 

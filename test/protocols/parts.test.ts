@@ -452,6 +452,22 @@ describe('PartAssembler', () => {
     expect(assembler.pendingCount).toBe(0)
   })
 
+  it('remembers the last 65,536 completed messages', () => {
+    const assembler = makeAssembler()
+    const from = alice.toString()
+    // One-part messages for 65,537 rounds, as a flooding peer would send.
+    const first = decodePart(split(Uint8Array.of(1), 1000, alice, 0)[0] as Uint8Array)
+    const second = decodePart(split(Uint8Array.of(1), 1000, alice, 1)[0] as Uint8Array)
+    expect(assembler.add(first, from).status).toBe('complete')
+    expect(assembler.add(second, from).status).toBe('complete')
+    for (let round = 2; round <= 65_536; round++) {
+      assembler.add({ ...second, round }, from)
+    }
+    // The oldest record gave way to the newest; the second one is still there.
+    expect(assembler.add(second, from).status).toBe('duplicate')
+    expect(assembler.add(first, from).status).toBe('complete')
+  })
+
   it('drops the oldest past maxBufferedBytes', () => {
     const messages = [1, 2, 3].map((seed) => randomBytes(5000, seed))
     const parts = messages.map((message) => split(message, 1200))

@@ -139,6 +139,19 @@ const USAGE_ERRORS = new Set([
   'IdxFormatError',
 ])
 
+/**
+ * Returns 'EADDRINUSE' when the error means a listen address was taken by another socket, so the
+ * launcher can start the peer again on another port.
+ * NOTE: libp2p 2.x reports a failed listen as UnsupportedListenAddressesError and keeps the Node
+ * error only as text in its message, so the code is matched in that text.
+ */
+function listenErrorCode(error: unknown): 'EADDRINUSE' | undefined {
+  if (!(error instanceof Error)) return undefined
+  if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') return 'EADDRINUSE'
+  const wrapped = error.name === 'UnsupportedListenAddressesError'
+  return wrapped && error.message.includes('EADDRINUSE') ? 'EADDRINUSE' : undefined
+}
+
 let finished = false
 if (launched) {
   // When the launcher dies, whatever ended it, the IPC channel closes and the peer goes too.
@@ -164,6 +177,6 @@ main(process.argv.slice(2)).then(finish, (error: unknown) => {
     return
   }
   log.error('%s', error instanceof Error ? (error.stack ?? message) : message)
-  send({ type: 'failed', message })
+  send({ type: 'failed', message, code: listenErrorCode(error) })
   finish(1)
 })

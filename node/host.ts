@@ -23,6 +23,8 @@ const MIN_OUTBOUND_BUFFER_BYTES = 64 * 1024 * 1024
 const RPC_OVERHEAD_BYTES = 64 * 1024
 /** New inbound connections accepted per second from one address. */
 const INBOUND_CONNECTIONS_PER_SECOND = 100
+/** Inbound connections that may be upgrading at once: the launcher's largest swarm. */
+const MAX_PENDING_INBOUND = 256
 
 /**
  * Names of the errors a dial raises when the pre-shared keys of the two peers differ, seen with
@@ -83,6 +85,9 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
       // libp2p 2.10 rejects a sixth new connection per second from one address, which a swarm
       // of peers starting at once on one machine (one loopback address) easily exceeds.
       inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND,
+      // libp2p resets an inbound connection while 10 others are still upgrading, and the first
+      // peer of a swarm started at once gets a dial from every other one.
+      maxIncomingPendingConnections: MAX_PENDING_INBOUND,
     },
     connectionMonitor: {
       // A peer busy training replies to libp2p's pings late, and aborting the connection then

@@ -13,7 +13,15 @@ export type PeerToLauncher =
   | { type: 'turn-done' }
   | { type: 'round'; metrics: RoundMetrics }
   | { type: 'done'; result: PeerResult }
-  | { type: 'failed'; message: string }
+  | {
+      type: 'failed'
+      message: string
+      /**
+       * Set to 'EADDRINUSE' when the peer could not listen because another socket is bound to
+       * the port.
+       */
+      code?: 'EADDRINUSE'
+    }
 
 export type LauncherToPeer =
   | { type: 'dial'; addresses: string[] }

@@ -3,7 +3,15 @@ import { parseArgs } from 'node:util'
 import { parsePartition } from '../data/index.ts'
 import { MODEL_NAMES } from '../node/spec.ts'
 import { killAllChildren } from './lib/children.ts'
-import { type LaunchMode, PeerProcessError, runSwarm, type SwarmSummary } from './lib/launcher.ts'
+import {
+  type LaunchMode,
+  listenPortCount,
+  MIN_BASE_PORT,
+  maxBasePort,
+  PeerProcessError,
+  runSwarm,
+  type SwarmSummary,
+} from './lib/launcher.ts'
 import { renderConvergence } from './lib/plot.ts'
 
 const EXIT_USAGE = 2
@@ -28,6 +36,10 @@ Options:
   --join-late K            start one extra peer, with a shard of its own, after K rounds;
                            it downloads the current model and trains from the next round
                            (default: no late peer)
+  --base-port P            peer i listens on 127.0.0.1 port P+i, the late peer on P+N;
+                           a peer whose port another program holds listens on the next
+                           free port above that range, and the launcher prints which
+                           (default: ports the OS picks)
   --no-centralised         skip the centralised reference run
   --help                   print this help
 
@@ -52,6 +64,20 @@ function integerOption(name: string, text: string, min: number, max = 2 ** 31 - 
   return value
 }
 
+function parseBasePort(text: string, peers: number, joinLate: number | undefined): number {
+  const count = listenPortCount(peers, joinLate)
+  const max = maxBasePort(count)
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < MIN_BASE_PORT || value > max) {
+    throw new UsageError(
+      `Expected --base-port to be an integer from ${MIN_BASE_PORT} to ${max}, got '${text}': ` +
+        `peer i listens on port P+i, so ${count} listen ports need P+${count - 1} <= 65535. ` +
+        'Pick a port in that range, or leave out --base-port to let the OS pick ports',
+    )
+  }
+  return value
+}
+
 interface LaunchOptions {
   peers: number
   modes: LaunchMode[]
@@ -63,6 +89,7 @@ interface LaunchOptions {
   out: string
   centralised: boolean
   joinLate: number | undefined
+  basePort: number | undefined
   peerArgs: string[]
 }
 
@@ -85,6 +112,7 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
         seed: { type: 'string' },
         out: { type: 'string' },
         'join-late': { type: 'string' },
+        'base-port': { type: 'string' },
         'no-centralised': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -118,9 +146,15 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
   if (values['join-late'] !== undefined) {
     integerOption('join-late', values['join-late'] as string, 1, rounds - 1)
   }
+  const peers = integerOption('peers', (values.peers as string | undefined) ?? '4', 1, MAX_PEERS)
+  const joinLate =
+    values['join-late'] === undefined
+      ? undefined
+      : integerOption('join-late', values['join-late'] as string, 1)
+  const basePortText = values['base-port'] as string | undefined
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   return {
-    peers: integerOption('peers', (values.peers as string | undefined) ?? '4', 1, MAX_PEERS),
+    peers,
     modes: mode === 'both' ? ['parallel', 'serial'] : [mode as LaunchMode],
     rounds,
     target,
@@ -129,10 +163,8 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
     seed: integerOption('seed', (values.seed as string | undefined) ?? '1', 0),
     out: (values.out as string | undefined) ?? join('runs', stamp),
     centralised: values['no-centralised'] !== true,
-    joinLate:
-      values['join-late'] === undefined
-        ? undefined
-        : integerOption('join-late', values['join-late'] as string, 1),
+    joinLate,
+    basePort: basePortText === undefined ? undefined : parseBasePort(basePortText, peers, joinLate),
     peerArgs,
   }
 }

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
 import type { LauncherToPeer, PeerToLauncher } from '../../node/ipc.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
@@ -9,6 +10,12 @@ import { type ModeSummary, readModeMetrics, summarizeMode } from './run-folder.t
 import { writeFileAtomic } from './write-atomic.ts'
 
 const PEER_CLI = resolve(import.meta.dirname, '../../node/cli.ts')
+
+/** Lowest base port accepted, because binding a port below 1024 needs root on most systems. */
+export const MIN_BASE_PORT = 1024
+const MAX_PORT = 65535
+/** Process starts per peer before a port still taken at bind time fails the run. */
+const MAX_LISTEN_ATTEMPTS = 5
 
 export type LaunchMode = 'parallel' | 'serial'
 
@@ -25,6 +32,12 @@ export interface SwarmOptions {
   seed: number
   /** Run folder; created if missing. */
   out: string
+  /**
+   * Peer i listens on 127.0.0.1 port basePort + i (the late peer on basePort + peers). A peer
+   * whose port is taken listens on the next free port above that range instead.
+   * @default undefined, so every peer listens on a port the OS picks
+   */
+  basePort?: number
   /** Extra `npm run peer` options passed to every peer, such as ['--train-samples', '6000']. */
   peerArgs?: string[]
   /**
@@ -40,7 +53,21 @@ export interface SwarmOptions {
 }
 
 export type LauncherEvent =
-  | { type: 'peers-started'; mode: string; pids: number[] }
+  /** `addresses[i]` contains the multiaddrs that peer i listens on. */
+  | { type: 'peers-started'; mode: string; pids: number[]; addresses: string[][] }
+  /**
+   * A peer listens on `port` in place of `requestedPort`, because another socket held that port
+   * before the peer started (`when: 'probe'`) or when the peer bound it (`when: 'bind'`, and the
+   * peer is started again). Port 0 means the OS picks one, when no port above the range was free.
+   */
+  | {
+      type: 'port-moved'
+      mode: string
+      peerIndex: number
+      requestedPort: number
+      port: number
+      when: 'probe' | 'bind'
+    }
   | { type: 'round'; mode: string; metrics: RoundMetrics }
   | { type: 'mode-done'; mode: string; summary: ModeSummary }
 
@@ -134,6 +161,81 @@ class TurnScheduler {
   }
 }
 
+/** Number of listen ports a swarm uses: one per peer, and one more for a late peer. */
+export function listenPortCount(peers: number, joinLate: number | undefined): number {
+  return joinLate === undefined ? peers : peers + 1
+}
+
+/** Highest base port at which `count` consecutive ports still end at or below 65535. */
+export function maxBasePort(count: number): number {
+  return MAX_PORT - count + 1
+}
+
+/**
+ * Resolves true when a TCP server can listen on 127.0.0.1:port now. On Linux, libuv sets
+ * SO_REUSEADDR for this probe and for the peer's libp2p listener alike, so both meet the same
+ * conflicts.
+ */
+function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE' || error.code === 'EACCES') resolvePort(false)
+      else reject(error)
+    })
+    server.listen({ port, host: '127.0.0.1' }, () => server.close(() => resolvePort(true)))
+  })
+}
+
+/**
+ * Hands out the listen ports of one mode run: peer i gets basePort + i when it is free, and
+ * otherwise the next free port above the range that no other peer of the run was given. A probe
+ * only predicts the bind, since another program can take the port before the peer binds it,
+ * so the launcher also requests a fallback port when a peer reports EADDRINUSE.
+ */
+class PortPlan {
+  private readonly basePort: number | undefined
+  private readonly given = new Set<number>()
+  private nextFallback: number
+
+  constructor(basePort: number | undefined, count: number) {
+    this.basePort = basePort
+    this.nextFallback = (basePort ?? 0) + count
+  }
+
+  /** Resolves with the port peer `index` should listen on; 0 lets the OS pick. */
+  async assign(index: number): Promise<number> {
+    if (this.basePort === undefined) return 0
+    const port = this.basePort + index
+    if (!this.given.has(port)) {
+      this.given.add(port)
+      if (await isPortFree(port)) return port
+    }
+    return this.fallback()
+  }
+
+  /** Resolves with the next free port above the range, or 0 when none up to 65535 is free. */
+  async fallback(): Promise<number> {
+    while (this.nextFallback <= MAX_PORT) {
+      // Claim the candidate before the probe, so concurrent calls never return the same port.
+      const port = this.nextFallback++
+      if (this.given.has(port)) continue
+      this.given.add(port)
+      if (await isPortFree(port)) return port
+    }
+    return 0
+  }
+}
+
+function describePortMove(event: Extract<LauncherEvent, { type: 'port-moved' }>): string {
+  const instead = event.port === 0 ? 'a port the OS picks' : `port ${event.port}`
+  const action =
+    event.when === 'probe'
+      ? `is in use, so it listens on ${instead}`
+      : `was taken before the peer could bind it, so the peer restarts on ${instead}`
+  return `${event.mode} peer ${event.peerIndex}: port ${event.requestedPort} ${action}\n`
+}
+
 function send(peer: PeerProcess, message: LauncherToPeer): void {
   if (peer.child.connected) peer.child.send(message)
 }
@@ -157,11 +259,17 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
   mkdirSync(folder, { recursive: true })
   const progress = options.progress === false ? undefined : new Progress(run.mode, run.peers)
   const scheduler = new TurnScheduler(run.serial)
-  let failed: (error: Error) => void = () => {}
+  let rejectFailure: (error: Error) => void = () => {}
   const failure = new Promise<never>((_, reject) => {
-    failed = reject
+    rejectFailure = reject
   })
   failure.catch(() => {})
+  // Once the run failed, no peer is started again, because runSwarm is stopping the others.
+  let stopping = false
+  const failed = (error: Error) => {
+    stopping = true
+    rejectFailure(error)
+  }
   let callbackError: Error | undefined
   const emit = (event: LauncherEvent) => {
     try {
@@ -175,11 +283,141 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
   // A late peer brings a shard of its own, so the training set is cut into one more shard.
   const late = run.joinLate
   const shardCount = late === undefined ? run.peers : run.peers + 1
+  const plan = new PortPlan(options.basePort, listenPortCount(run.peers, late))
+  const movePort = (event: Extract<LauncherEvent, { type: 'port-moved' }>) => {
+    if (options.progress !== false) process.stdout.write(describePortMove(event))
+    emit(event)
+  }
+  const assignPort = async (index: number): Promise<number> => {
+    const port = await plan.assign(index)
+    if (options.basePort !== undefined && port !== options.basePort + index) {
+      const requestedPort = options.basePort + index
+      movePort({
+        type: 'port-moved',
+        mode: run.mode,
+        peerIndex: index,
+        requestedPort,
+        port,
+        when: 'probe',
+      })
+    }
+    return port
+  }
   const peers: PeerProcess[] = []
   let startedAt = 0
   let lateJoined: Promise<void> | undefined
-  const startPeer = (index: number, extraArgs: string[]): PeerProcess => {
+  const startPeer = (index: number, extraArgs: string[], firstPort: number): PeerProcess => {
     const logPath = join(folder, `peer-${index}.log`)
+    const listening = deferred()
+    const ready = deferred()
+    const done = deferred()
+    // The peer that binds a taken port fails before 'listening'; it is started again on the
+    // next free port, with the same deferreds, so the run counts it as one peer.
+    const restart = (requestedPort: number, attempt: number) => {
+      plan.fallback().then(
+        (port) => {
+          if (stopping || options.signal?.aborted) return
+          movePort({
+            type: 'port-moved',
+            mode: run.mode,
+            peerIndex: index,
+            requestedPort,
+            port,
+            when: 'bind',
+          })
+          if (stopping) return
+          peer.child = launch(port, attempt + 1)
+        },
+        (error: Error) => failed(error),
+      )
+    }
+    const launch = (port: number, attempt: number): ChildProcess => {
+      const child = spawnPeer(index, port, extraArgs)
+      trackChild(child)
+
+      // A restarted peer appends to the log, so the failed attempt's error stays readable.
+      const log = createWriteStream(logPath, { flags: attempt === 1 ? 'w' : 'a' })
+      child.stdout?.pipe(log, { end: false })
+      child.stderr?.pipe(log, { end: false })
+      child.on('error', (error) =>
+        failed(new PeerProcessError(`${run.mode} peer ${index} could not start: ${error.message}`)),
+      )
+
+      let failure: string | undefined
+      let failureCode: string | undefined
+      let listened = false
+      child.on('message', (message: PeerToLauncher) => {
+        switch (message.type) {
+          case 'listening':
+            listened = true
+            peer.addresses = message.addresses
+            listening.resolve()
+            break
+          case 'ready':
+            ready.resolve()
+            break
+          case 'turn-request':
+            scheduler.request(peer)
+            break
+          case 'turn-done':
+            scheduler.finished(peer)
+            break
+          case 'round':
+            progress?.update(message.metrics)
+            emit({ type: 'round', mode: run.mode, metrics: message.metrics })
+            if (
+              late !== undefined &&
+              lateJoined === undefined &&
+              message.metrics.round >= late - 1
+            ) {
+              lateJoined = startLatePeer()
+              lateJoined.catch(() => {})
+            }
+            break
+          case 'done':
+            break
+          case 'failed':
+            // The peer exits right after this message; its exit code decides the launcher's.
+            failure = message.message
+            failureCode = message.code
+            break
+        }
+      })
+
+      child.on('exit', (code, signal) => {
+        scheduler.finished(peer)
+        log.end()
+        if (code === 0) {
+          done.resolve()
+          return
+        }
+        const portTaken = failureCode === 'EADDRINUSE' && !listened && port !== 0
+        if (portTaken && attempt < MAX_LISTEN_ATTEMPTS) {
+          restart(port, attempt)
+          return
+        }
+        const how = signal === null ? `exit code ${code}` : `signal ${signal}`
+        const reason =
+          failure === undefined
+            ? `stopped with ${how}; last lines of ${logPath}:\n${logTail(logPath)}`
+            : `failed: ${failure}`
+        failed(new PeerProcessError(`${run.mode} peer ${index} ${reason}`, code ?? undefined))
+      })
+      return child
+    }
+    const peer: PeerProcess = {
+      index,
+      child: launch(firstPort, 1),
+      logPath,
+      addresses: [],
+      listening: listening.promise,
+      ready: ready.promise,
+      done: done.promise,
+    }
+    peers.push(peer)
+    return peer
+  }
+  const spawnPeer = (index: number, port: number, extraArgs: string[]): ChildProcess => {
     const args = [
       PEER_CLI,
       '--swarm',
@@ -201,7 +439,7 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       '--target',
       String(options.target),
       '--listen',
-      '/ip4/127.0.0.1/tcp/0',
+      `/ip4/127.0.0.1/tcp/${port}`,
       '--metrics',
       join(folder, `peer-${index}.jsonl`),
       '--mode',
@@ -209,80 +447,16 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       ...(options.peerArgs ?? []),
       ...extraArgs,
     ]
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
-    trackChild(child)
-    const log = createWriteStream(logPath)
-    child.stdout?.pipe(log, { end: false })
-    child.stderr?.pipe(log, { end: false })
-    const listening = deferred()
-    const ready = deferred()
-    const done = deferred()
-    const peer: PeerProcess = {
-      index,
-      child,
-      logPath,
-      addresses: [],
-      listening: listening.promise,
-      ready: ready.promise,
-      done: done.promise,
-    }
-    child.on('error', (error) =>
-      failed(new PeerProcessError(`${run.mode} peer ${index} could not start: ${error.message}`)),
-    )
-    let failure: string | undefined
-    child.on('message', (message: PeerToLauncher) => {
-      switch (message.type) {
-        case 'listening':
-          peer.addresses = message.addresses
-          listening.resolve()
-          break
-        case 'ready':
-          ready.resolve()
-          break
-        case 'turn-request':
-          scheduler.request(peer)
-          break
-        case 'turn-done':
-          scheduler.finished(peer)
-          break
-        case 'round':
-          progress?.update(message.metrics)
-          emit({ type: 'round', mode: run.mode, metrics: message.metrics })
-          if (late !== undefined && lateJoined === undefined && message.metrics.round >= late - 1) {
-            lateJoined = startLatePeer()
-            lateJoined.catch(() => {})
-          }
-          break
-        case 'done':
-          break
-        case 'failed':
-          // The peer exits right after this message; its exit code decides the launcher's.
-          failure = message.message
-          break
-      }
-    })
-    child.on('exit', (code, signal) => {
-      scheduler.finished(peer)
-      log.end()
-      if (code === 0) {
-        done.resolve()
-        return
-      }
-      const how = signal === null ? `exit code ${code}` : `signal ${signal}`
-      const reason =
-        failure === undefined
-          ? `stopped with ${how}; last lines of ${logPath}:\n${logTail(logPath)}`
-          : `failed: ${failure}`
-      failed(new PeerProcessError(`${run.mode} peer ${index} ${reason}`, code ?? undefined))
-    })
-    peers.push(peer)
-    return peer
+    return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   }
-  for (let index = 0; index < run.peers; index++) startPeer(index, [])
+  // Every port is probed before any peer starts, so peers start at once, as without a base port.
+  const firstPorts: number[] = []
+  for (let index = 0; index < run.peers; index++) firstPorts.push(await assignPort(index))
+  for (let index = 0; index < run.peers; index++) startPeer(index, [], firstPorts[index] as number)
   // NOTE: when the first peers finish before the late one has dialled them, its dial fails and
   // so does the whole launch; --join-late needs rounds that outlast a process start.
   const startLatePeer = async () => {
-    const peer = startPeer(run.peers, ['--join'])
+    const peer = startPeer(run.peers, ['--join'], await assignPort(run.peers))
     await phase(peer.listening)
     const others = peers.filter((other) => other !== peer)
     send(peer, { type: 'dial', addresses: others.flatMap((other) => other.addresses) })
@@ -304,7 +478,12 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     send(peer, { type: 'dial', addresses: peers.slice(0, peer.index).flatMap((p) => p.addresses) })
   }
   await phase(Promise.all(peers.map((peer) => peer.ready)))
-  emit({ type: 'peers-started', mode: run.mode, pids: peers.map((peer) => peer.child.pid ?? -1) })
+  emit({
+    type: 'peers-started',
+    mode: run.mode,
+    pids: peers.map((peer) => peer.child.pid ?? -1),
+    addresses: peers.map((peer) => peer.addresses),
+  })
   if (callbackError !== undefined) throw callbackError
   startedAt = Date.now()
   for (const peer of peers) send(peer, { type: 'start', startedAt })
@@ -318,6 +497,15 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
  * writes summary.json. Whatever way it ends, no peer process outlives it.
  */
 export async function runSwarm(options: SwarmOptions): Promise<SwarmSummary> {
+  if (options.basePort !== undefined) {
+    const max = maxBasePort(listenPortCount(options.peers, options.joinLate))
+    const port = options.basePort
+    if (!Number.isInteger(port) || port < MIN_BASE_PORT || port > max) {
+      throw new RangeError(
+        `Expected basePort to be an integer from ${MIN_BASE_PORT} to ${max}, got ${port}`,
+      )
+    }
+  }
   mkdirSync(options.out, { recursive: true })
   const runs: ModeRun[] = options.modes.map((mode) => ({
     mode,

@@ -1,3 +1,4 @@
+import { constants } from 'node:os'
 import { loadMnist } from '../data/index.ts'
 import { type BackendName, selectBackend } from './backend.ts'
 import { openStateDir } from './checkpoint.ts'
@@ -87,8 +88,10 @@ async function main(argv: string[]): Promise<number> {
       else if (!options.quiet) process.stdout.write(`${describeRound(metrics)}\n`)
     },
   })
-  const shutdown = new AbortController()
-  const stopOnSignal = () => shutdown.abort(new Error('stopped by signal'))
+  const stopOnSignal = (signal: NodeJS.Signals) => {
+    stoppedBy = signal
+    shutdown.abort(new Error(`stopped by ${signal}`))
+  }
   process.once('SIGINT', stopOnSignal)
   process.once('SIGTERM', stopOnSignal)
   try {
@@ -153,6 +156,9 @@ function listenErrorCode(error: unknown): 'EADDRINUSE' | undefined {
 }
 
 let finished = false
+/** Aborted by SIGINT or SIGTERM, which stop the round loop after closing the metrics file. */
+const shutdown = new AbortController()
+let stoppedBy: NodeJS.Signals | undefined
 if (launched) {
   // When the launcher dies, whatever ended it, the IPC channel closes and the peer goes too.
   process.on('disconnect', () => {
@@ -170,6 +176,12 @@ function finish(code: number): void {
 
 main(process.argv.slice(2)).then(finish, (error: unknown) => {
   const message = error instanceof Error ? error.message : String(error)
+  if (stoppedBy !== undefined) {
+    // Shells report a process ended by a signal as 128 plus the signal's number.
+    log.info('peer stopped by %s', stoppedBy)
+    finish(128 + (constants.signals[stoppedBy] ?? 0))
+    return
+  }
   if (error instanceof Error && USAGE_ERRORS.has(error.name)) {
     process.stderr.write(`${message}\n`)
     send({ type: 'failed', message })

@@ -98,6 +98,8 @@ const DEFAULT_MAX_ROUNDS = 20
 /** Announcements a late peer makes before it gives up joining. */
 const CATCH_UP_ATTEMPTS = 3
 const STATUS_TIMEOUT_MS = 10_000
+/** Milliseconds a peer keeps dialling the address of a member it lost, as after a crash or a cut link. */
+const REDIAL_GIVE_UP_MS = 10 * 60_000
 
 function toHex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
@@ -289,11 +291,23 @@ export class Peer {
     // A crashed member is awaited until one deadline passes; after that no round waits for it.
     this.host.addEventListener('peer:disconnect', () => this.collector.notify())
     redialLostPeers(this.host, {
-      giveUpMs: this.spec.roundDeadlineSeconds * 1000,
+      giveUpMs: REDIAL_GIVE_UP_MS,
       hasLeft: (peerId) => this.collector.hasLeft(peerId),
       signal: this.stopping.signal,
     })
     pubsub.subscribe(this.topic)
+  }
+
+  /**
+   * Aborts the connections to a peer opened before `since` (epoch milliseconds); the redial
+   * loop connects to its address again.
+   */
+  private dropConnections(peerId: string, since: number): void {
+    for (const connection of this.host.getConnections()) {
+      if (connection.remotePeer.toString() !== peerId || connection.timeline.open > since) continue
+      log.info('peer %s: dropping the silent connection to %s', this.peerIndex, peerId)
+      connection.abort(new Error('no message for a whole round deadline'))
+    }
   }
 
   /**
@@ -442,6 +456,7 @@ export class Peer {
         this.init.onPublish?.(round, recipients)
 
         const waitStart = performance.now()
+        const waitStartedAt = Date.now()
         const deadlineMs = deadline.currentMs
         const collected = await this.collector.collect(round, {
           subscribers: () => this.subscribers(),
@@ -452,6 +467,10 @@ export class Peer {
         this.pendingPublication = undefined
         const waitMs = performance.now() - waitStart
         deadline.record(performance.now() - turnStart, collected.deadlineHit)
+        // A connection that carried nothing for a whole deadline may be stuck behind a cut link,
+        // where TCP backs off for many seconds after the link returns; a fresh dial (see
+        // redial.ts) gets through at once.
+        for (const peerId of collected.silent) this.dropConnections(peerId, waitStartedAt)
         if (collected.deadlineHit) {
           log.info(
             'peer %s round %d: deadline passed with %d of %d deltas',
@@ -555,6 +574,9 @@ export class Peer {
     preferred?: string[],
   ): Promise<number> {
     const deadlineMs = this.spec.roundDeadlineSeconds * 1000
+    // A member that falls behind or diverged has a model of its own to go on with.
+    const isMember = this.init.join !== true && checkpoint === undefined
+    let reason = 'no peer responded to a status request'
     for (let attempt = 1; attempt <= CATCH_UP_ATTEMPTS; attempt++) {
       const subscribed = this.host.services.pubsub.getSubscribers(this.topic)
       const chosen = subscribed.filter((peerId) => preferred?.includes(peerId.toString()))
@@ -570,11 +592,7 @@ export class Peer {
         if (status.status === 'fulfilled') newest = Math.max(newest, status.value.round)
       }
       if (newest < 0 && checkpoint !== undefined) return this.resumeAlone(checkpoint)
-      if (newest < 0)
-        throw new StateSyncError(
-          'no peer responded to a status request, so this peer cannot join',
-          [],
-        )
+      if (newest < 0) continue
       const firstRound = newest + 1
       if (firstRound >= this.maxRounds) {
         log.info(
@@ -597,24 +615,35 @@ export class Peer {
         deadlineMs,
         signal,
       )
-      if (!started) continue
-      const state = await fetchState(this.host, donors, this.specHash, {
-        expectedShapes: this.trainer.shapes,
-        signal,
-      })
-      if (state.round !== firstRound) {
-        log.info(
-          'peer %s: the swarm moved on to round %d, joining again',
-          this.peerIndex,
-          state.round,
-        )
+      if (!started) {
+        reason = `no peer started round ${firstRound} within ${deadlineMs} ms`
         continue
+      }
+      let state: Awaited<ReturnType<typeof fetchState>>
+      try {
+        state = await fetchState(this.host, donors, this.specHash, {
+          expectedShapes: this.trainer.shapes,
+          signal,
+        })
+      } catch (error) {
+        if (!(error instanceof StateSyncError)) throw error
+        reason = error.message
+        continue
+      }
+      if (state.round < firstRound) {
+        reason = `the donor was still in round ${state.round}`
+        continue
+      }
+      if (state.round > firstRound) {
+        // The swarm moved on while the join travelled; its newer model serves as well.
+        this.collector.skipTo(state.round)
+        await this.publishMembership('join', state.round)
       }
       this.trainer.setWeights(state.weights)
       this.encoder.reset()
       // Peers whose subscription arrived after the status requests are members of the swarm
       // this peer joins, too.
-      this.collector.admit(this.subscribers(), firstRound)
+      this.collector.admit(this.subscribers(), state.round)
       log.info(
         'peer %s downloaded the model of round %d from %s, hash %s',
         this.peerIndex,
@@ -622,9 +651,22 @@ export class Peer {
         state.donor.toString(),
         state.modelHash,
       )
-      return firstRound
+      return state.round
     }
-    throw new StateSyncError(`could not join the swarm after ${CATCH_UP_ATTEMPTS} attempts`, [])
+    if (isMember) {
+      log.info(
+        'peer %s: could not download the model after %d attempts (%s); going on with its own from round %d',
+        this.peerIndex,
+        CATCH_UP_ATTEMPTS,
+        reason,
+        this.collector.round,
+      )
+      return this.collector.round
+    }
+    throw new StateSyncError(
+      `could not join the swarm after ${CATCH_UP_ATTEMPTS} attempts: ${reason}`,
+      [],
+    )
   }
 
   /**

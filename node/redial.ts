@@ -6,7 +6,13 @@ import { log } from './log.ts'
 
 /** First pause before a lost peer's addresses are dialled again; it doubles up to the maximum. */
 const FIRST_PAUSE_MS = 250
-const MAX_PAUSE_MS = 2000
+const MAX_PAUSE_MS = 1000
+/**
+ * Milliseconds one dial may take. While a link is down the kernel resends the connection
+ * request after 1 s, 3 s and 7 s, so a short attempt followed by a fresh one gets through
+ * sooner after the link returns.
+ */
+const ATTEMPT_TIMEOUT_MS = 2000
 
 export interface RedialInit {
   /** Milliseconds after a disconnect when the host stops dialling the lost peer's addresses. */
@@ -51,7 +57,9 @@ async function redial(host: Host, lost: PeerId, init: RedialInit): Promise<void>
     if (host.getConnections(lost).length > 0) return
     for (const address of addresses) {
       try {
-        const connection = await host.dial(address, { signal: init.signal })
+        const connection = await host.dial(address, {
+          signal: AbortSignal.any([init.signal, AbortSignal.timeout(ATTEMPT_TIMEOUT_MS)]),
+        })
         log.info(
           'reached %s again, now peer %s',
           address.toString(),

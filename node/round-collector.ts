@@ -22,6 +22,11 @@ export interface CollectOptions {
 export interface CollectedRound {
   contributions: ReceivedDelta[]
   deadlineHit: boolean
+  /**
+   * Members the deadline closed the round without, and that sent nothing at all while the
+   * round waited: crashed, stalled or cut off. Empty when the round closed before its deadline.
+   */
+  silent: string[]
 }
 
 /**
@@ -29,8 +34,8 @@ export interface CollectedRound {
  * peer, and at least `minPeers` deltas in all are in, or when the deadline passes. A peer is
  * expected in a round while it is subscribed, is a member from that round or earlier (admitted
  * at the start or announced by a join), and has not left before the round. Deltas from peers
- * that are not members are buffered but never averaged. Deltas for future rounds wait in the buffer; deltas for closed
- * rounds are counted as late and dropped.
+ * that are not members are buffered but never averaged. Deltas for future rounds wait in the
+ * buffer; deltas for closed rounds are counted as late and dropped.
  */
 export class RoundCollector {
   lateMessages = 0
@@ -49,6 +54,8 @@ export class RoundCollector {
    * A delta for the current round or a later one, or a join, makes them awaited again.
    */
   private readonly absentees = new Map<string, number>()
+  /** When each peer's last delta, join or leave arrived, from performance.now(). */
+  private readonly heardAt = new Map<string, number>()
   private wake: (() => void) | undefined
 
   constructor(localPeerId: string) {
@@ -64,6 +71,7 @@ export class RoundCollector {
    * its sender reached that round, so the buffer contains at most two rounds.
    */
   add(received: ReceivedDelta): 'stored' | 'late' | 'duplicate' | 'ahead' {
+    this.heardAt.set(received.peerId, performance.now())
     const latest = this.latestRounds.get(received.peerId) ?? -1
     if (received.round > latest) this.latestRounds.set(received.peerId, received.round)
     if (received.round < this.currentRound) {
@@ -93,11 +101,17 @@ export class RoundCollector {
     this.notify()
   }
 
-  /** Records that a late peer contributes from `firstRound` on. */
+  /**
+   * Records that a late peer contributes from `firstRound` on. A member's join for a round
+   * already closed is stale, such as its first join pushed again after a reconnect, and changes
+   * nothing: an absent member becomes awaited again with its next delta.
+   */
   join(peerId: string, firstRound: number): void {
+    if (this.members.has(peerId) && firstRound < this.currentRound) return
     this.members.set(peerId, firstRound)
     this.departures.delete(peerId)
     this.absentees.delete(peerId)
+    this.heardAt.set(peerId, performance.now())
     this.notify()
   }
 
@@ -133,8 +147,8 @@ export class RoundCollector {
 
   /**
    * True when `peerId` is expected in `round` and has not missed a deadline since it last sent a
-   * delta or a join. A round waits only for awaited peers, so a crashed or stalled member costs
-   * the others one deadline, not one per round.
+   * delta or a join. While the contributions are a majority, a round waits only for awaited
+   * peers, so a crashed or stalled member costs the others one deadline, not one per round.
    */
   isAwaited(peerId: string, round: number): boolean {
     const absentFrom = this.absentees.get(peerId)
@@ -216,41 +230,52 @@ export class RoundCollector {
     if (senders === undefined || !senders.has(this.localPeerId)) return false
     // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
     // through a neighbour, from peers it is not connected to.
-    // A member that left before this round, or missed an earlier deadline, counts towards
-    // minPeers, or the rest would wait for the deadline in every round after it went.
+    const contributions = this.memberDeltas(round, senders).length
+    // Absent members are passed over only while the contributions are a strict majority of the
+    // members, so the smaller side of a partition waits for the deadline in every round and
+    // falls behind the larger side, whose model it then downloads once the link heals.
+    let expected = 1
+    for (const peerId of this.members.keys()) if (this.isExpected(peerId, round)) expected++
+    const passOver = 2 * contributions > expected
+    const awaited = (peerId: string) =>
+      passOver ? this.isAwaited(peerId, round) : this.isExpected(peerId, round)
+    // A member this round does not wait for (it left, joins at a later round, or is passed
+    // over) counts towards minPeers, or the rest would wait for the deadline in every round
+    // while it is away.
     let gone = 0
-    for (const [peerId, firstRound] of this.members) {
-      if (firstRound > round || senders.has(peerId)) continue
-      const lastRound = this.departures.get(peerId)
-      const left = lastRound !== undefined && lastRound < round
-      if (left || (this.isExpected(peerId, round) && !this.isAwaited(peerId, round))) gone++
+    for (const peerId of this.members.keys()) {
+      if (peerId !== this.localPeerId && !senders.has(peerId) && !awaited(peerId)) gone++
     }
-    if (this.memberDeltas(round, senders).length + gone < options.minPeers) return false
-    return options
-      .subscribers()
-      .every((peerId) => senders.has(peerId) || !this.isAwaited(peerId, round))
+    if (contributions + gone < options.minPeers) return false
+    return options.subscribers().every((peerId) => senders.has(peerId) || !awaited(peerId))
   }
 
   /** Waits until `round` closes, then moves the collector to the next round. */
   async collect(round: number, options: CollectOptions): Promise<CollectedRound> {
+    const waitStart = performance.now()
+    // A member two rounds ahead shows that this peer fell behind, as after a partition healed;
+    // the round loop then downloads the swarm's model instead of waiting out the deadline.
     const closed = await this.waitUntil(
-      () => this.isComplete(round, options),
+      () => this.isComplete(round, options) || this.latestRound > round + 1,
       options.deadlineMs,
       options.signal,
     )
     const senders = this.rounds.get(round) ?? new Map<string, ReceivedDelta>()
     const contributions = this.memberDeltas(round, senders)
+    const silent: string[] = []
     if (!closed) {
       for (const peerId of this.members.keys()) {
         if (peerId === this.localPeerId || senders.has(peerId)) continue
+        if (!this.isExpected(peerId, round)) continue
         if (this.isAwaited(peerId, round)) this.absentees.set(peerId, round + 1)
+        if ((this.heardAt.get(peerId) ?? 0) < waitStart) silent.push(peerId)
       }
     }
     this.currentRound = round + 1
     for (const buffered of this.rounds.keys()) {
       if (buffered <= round) this.rounds.delete(buffered)
     }
-    return { contributions, deadlineHit: !closed }
+    return { contributions, deadlineHit: !closed, silent }
   }
 }
 

@@ -330,9 +330,10 @@ describe('npm run peer --state-dir', () => {
     for (const lines of survivorLines) {
       expect(lines.map((m) => m.round)).toEqual([...Array(rounds).keys()])
       for (const m of lines) expect(m.waitMs).toBeLessThan(DEADLINE_SECONDS * 1000 + WAIT_MARGIN_MS)
-      expect(lines.some((m) => m.contributors === 3 && m.deadlineHit)).toBe(true)
-      // The crash costs one deadline; later rounds no longer wait for the dead peer.
-      expect(lines.filter((m) => m.deadlineHit)).toHaveLength(1)
+      expect(lines.some((m) => m.contributors === 3)).toBe(true)
+      // The crash costs at most one deadline: later rounds no longer wait for the dead peer,
+      // and none waits once its restarted process announced the round it rejoins at.
+      expect(lines.filter((m) => m.deadlineHit).length).toBeLessThanOrEqual(1)
     }
     const hashAt = (round: number) => survivorLines[0]?.find((m) => m.round === round)?.modelHash
     for (const lines of survivorLines.slice(1)) {
@@ -352,7 +353,7 @@ describe('npm run peer --state-dir', () => {
 
     const longestWait = Math.max(...survivorLines.flat().map((m) => m.waitMs))
     console.info(
-      `restart: killed in round ${killedInRound}, model downloaded ${rejoinSeconds.toFixed(1)} s after the kill, first round back ${joinRound}, longest survivor wait ${longestWait} ms (bound ${DEADLINE_SECONDS * 1000 + WAIT_MARGIN_MS} ms), test ${((performance.now() - startedAt) / 1000).toFixed(1)} s`,
+      `restart: killed in round ${killedInRound}, survivors' rounds closed by the deadline ${survivorLines.flat().filter((m) => m.deadlineHit).length}, model downloaded ${rejoinSeconds.toFixed(1)} s after the kill, first round back ${joinRound}, longest survivor wait ${longestWait} ms (bound ${DEADLINE_SECONDS * 1000 + WAIT_MARGIN_MS} ms), test ${((performance.now() - startedAt) / 1000).toFixed(1)} s`,
     )
   })
 

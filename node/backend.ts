@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs'
 import { BackendUnavailableError, UsageError } from './errors.ts'
 import { log } from './log.ts'
-import { registerWasmMatMulFix } from './wasm-kernels.ts'
+import { registerWasmKernels } from './wasm-kernels.ts'
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const
 export type BackendChoice = (typeof BACKEND_NAMES)[number]
@@ -51,7 +51,7 @@ async function loadBackend(name: BackendName): Promise<void> {
   const tfName = name === 'tensorflow-gpu' ? 'tensorflow' : name
   if (!(await tf.setBackend(tfName))) throw new Error(`tf.setBackend('${tfName}') failed`)
   await tf.ready()
-  if (name === 'wasm') registerWasmMatMulFix()
+  if (name === 'wasm') registerWasmKernels()
 }
 
 /**

@@ -286,6 +286,7 @@ export class Peer {
         void this.push(event.detail.peerId, this.announcedJoin)
       }
       if (joined && pending !== undefined) void this.push(event.detail.peerId, pending.bytes)
+      if (joined && this.snapshot !== undefined) void this.checkRound(event.detail.peerId)
       this.collector.notify()
     })
     // A crashed member is awaited until one deadline passes; after that no round waits for it.
@@ -296,6 +297,22 @@ export class Peer {
       signal: this.stopping.signal,
     })
     pubsub.subscribe(this.topic)
+  }
+
+  /**
+   * Asks a peer that (re)subscribed which round it is in. A member two rounds ahead, as after a
+   * partition healed, ends this peer's round wait at once, so it downloads the model without
+   * waiting for that member's next delta.
+   */
+  private async checkRound(peerId: PeerId): Promise<void> {
+    try {
+      const status = await queryStatus(this.host, peerId, this.specHash, {
+        timeoutMs: STATUS_TIMEOUT_MS,
+      })
+      this.collector.reportRound(peerId.toString(), status.round)
+    } catch (error) {
+      log.trace('status of %s failed: %s', peerId.toString(), (error as Error).message)
+    }
   }
 
   /**

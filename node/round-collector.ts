@@ -94,6 +94,15 @@ export class RoundCollector {
     return 'stored'
   }
 
+  /**
+   * Records that a peer is in `round`, from its reply to a status request. Like a delta
+   * further ahead, it counts towards latestRound only when the peer is a member.
+   */
+  reportRound(peerId: string, round: number): void {
+    if (round > (this.latestRounds.get(peerId) ?? -1)) this.latestRounds.set(peerId, round)
+    this.notify()
+  }
+
   /** Makes peers members from `firstRound` on, unless they are members already. */
   admit(peerIds: string[], firstRound: number): void {
     for (const peerId of peerIds)

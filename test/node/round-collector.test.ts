@@ -220,6 +220,25 @@ describe('RoundCollector latestRound', () => {
     collector.add(delta('a', 2))
     collector.add(delta('stranger', 1000))
     expect(collector.latestRound).toBe(2)
+    collector.reportRound('stranger', 2000)
+    expect(collector.latestRound).toBe(2)
+    collector.reportRound('a', 7)
+    expect(collector.latestRound).toBe(7)
+  })
+
+  it('ends a round wait once a member is two rounds ahead', async () => {
+    const collector = new RoundCollector('self')
+    collector.admit(['a'], 0)
+    collector.add(delta('self', 0))
+    const waiting = collector.collect(0, {
+      subscribers: () => ['a'],
+      minPeers: 2,
+      deadlineMs: 60_000,
+    })
+    collector.reportRound('a', 2)
+    const round = await waiting
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions.map((c) => c.peerId)).toEqual(['self'])
   })
 })
 

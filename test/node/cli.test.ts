@@ -1,7 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { BACKEND_NAMES } from '../../node/backend.ts'
 
 const CLI = resolve(import.meta.dirname, '../../node/cli.ts')
 
@@ -116,6 +119,40 @@ describe('npm run peer', () => {
     ])
     expect(code).toBe(2)
     expect(stderr).toMatch(/tensorflow-gpu.*not installed.*npm install @tensorflow\/tfjs-node-gpu/)
+  })
+
+  it('logs each backend auto skips and records the one it trains on', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'dlearn-auto-'))
+    try {
+      const metrics = join(folder, 'peer-0.jsonl')
+      const { code, stderr } = await runPeer([
+        '--backend',
+        'auto',
+        '--peers',
+        '1',
+        '--rounds',
+        '1',
+        '--train-samples',
+        '200',
+        '--test-samples',
+        '100',
+        '--no-verify-data',
+        '--metrics',
+        metrics,
+      ])
+      expect(code, stderr).toBe(0)
+      const chosen = /backend (\S+) \(auto\)/.exec(stderr)?.[1]
+      expect(BACKEND_NAMES).toContain(chosen)
+      // Every backend tried before the chosen one is named with the reason it could not load.
+      const order = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']
+      for (const skipped of order.slice(0, order.indexOf(chosen as string))) {
+        expect(stderr).toMatch(new RegExp(`backend ${skipped} skipped: \\S`))
+      }
+      const [line] = readFileSync(metrics, 'utf8').trim().split('\n')
+      expect(JSON.parse(line as string).backend).toBe(chosen)
+    } finally {
+      rmSync(folder, { recursive: true, force: true })
+    }
   })
 
   it('exits 2 naming a missing data folder', async () => {

@@ -484,8 +484,8 @@ export class Peer {
         this.pendingPublication = undefined
         const waitMs = performance.now() - waitStart
         deadline.record(performance.now() - turnStart, collected.deadlineHit)
-        // A connection that carried nothing for a whole deadline may be stuck behind a cut link,
-        // where TCP backs off for many seconds after the link returns; a fresh dial (see
+        // A connection that carried nothing for a whole deadline may be stuck behind a cut link.
+        // TCP then backs off for many seconds after the link returns, while a fresh dial (see
         // redial.ts) gets through at once.
         for (const peerId of collected.silent) this.dropConnections(peerId, waitStartedAt)
         if (collected.deadlineHit) {

@@ -241,8 +241,8 @@ export class RoundCollector {
     // through a neighbour, from peers it is not connected to.
     const contributions = this.memberDeltas(round, senders).length
     // Absent members are passed over only while the contributions are a strict majority of the
-    // members, so the smaller side of a partition waits for the deadline in every round and
-    // falls behind the larger side, whose model it then downloads once the link heals.
+    // members. So the smaller side of a partition waits for the deadline in every round, falls
+    // behind the larger side, and downloads its model once the link heals.
     let expected = 1
     for (const peerId of this.members.keys()) if (this.isExpected(peerId, round)) expected++
     const passOver = 2 * contributions > expected
@@ -262,8 +262,8 @@ export class RoundCollector {
   /** Waits until `round` closes, then moves the collector to the next round. */
   async collect(round: number, options: CollectOptions): Promise<CollectedRound> {
     const waitStart = performance.now()
-    // A member two rounds ahead shows that this peer fell behind, as after a partition healed;
-    // the round loop then downloads the swarm's model instead of waiting out the deadline.
+    // A member two rounds ahead shows that this peer fell behind, as after a partition healed.
+    // The round loop then downloads the swarm's model instead of waiting out the deadline.
     const closed = await this.waitUntil(
       () => this.isComplete(round, options) || this.latestRound > round + 1,
       options.deadlineMs,
@@ -295,7 +295,7 @@ export interface BaseVote {
 }
 
 /**
- * Picks the base model hash that most contributions share; a tie goes to the lowest hash, so
+ * Picks the base model hash that most contributions share. A tie goes to the lowest hash, so
  * every peer that saw the same contributions picks the same model. Peers whose own base lost
  * have diverged from the swarm, after a partition or a round that closed at a deadline, and
  * download the winner's model.

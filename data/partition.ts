@@ -4,21 +4,27 @@ import { deriveSeed, Random, sampleDirichlet, shuffleInPlace } from './random.ts
 /**
  * Partitioners that split the training set into one shard per peer. Every peer computes the same
  * split from the shared seed and keeps only its own shard, so no peer sends indices to another.
- * For every partition kind the shards are disjoint and their union is the whole training set.
+ * The shards are always disjoint. For `iid`, `dirichlet` and `classes` their union is the whole
+ * training set; `iid-per-client` and `shards` use as many examples as their sizes take.
  */
 
 /**
  * A rule for splitting the training set into shards. `iid` deals shuffled examples evenly,
  * `dirichlet` gives each peer Dir(alpha) proportions of every class (small alpha gives strong
  * label skew), and `classes` gives each peer examples of `classesPerPeer` digit classes only.
+ * The two partitions of the federated averaging paper (McMahan et al., 2017): `iid-per-client`
+ * gives each peer `size` random examples, and `shards` sorts the examples by label, cuts them
+ * into `count` runs of `size` and deals each peer `count / peers` runs drawn at random.
  */
 export type Partition =
   | { kind: 'iid' }
   | { kind: 'dirichlet'; alpha: number }
   | { kind: 'classes'; classesPerPeer: number }
+  | { kind: 'iid-per-client'; size: number }
+  | { kind: 'shards'; count: number; size: number }
 
 /** The partition kinds that split each class separately. */
-type ClassWisePartition = Exclude<Partition, { kind: 'iid' }>
+type ClassWisePartition = Extract<Partition, { kind: 'dirichlet' | 'classes' }>
 
 export type ShardSizeOptions = {
   /** Seed shared by all peers of a run. Any safe integer. */
@@ -35,7 +41,8 @@ export type ShardOptions = ShardSizeOptions & {
 /** Number of label classes: the MNIST digits 0-9. */
 export const CLASS_COUNT = 10
 
-const ACCEPTED_FORMS = `iid, dirichlet:ALPHA with ALPHA > 0, or classes:K with K in 1..${CLASS_COUNT}`
+const ACCEPTED_FORMS = `iid, dirichlet:ALPHA with ALPHA > 0, classes:K with K in 1..${CLASS_COUNT}, iid-per-client:N with N >= 1, or shards:COUNTxSIZE such as shards:200x300`
+const SHARDS_PATTERN = /^(\d+)x(\d+)$/
 const DECIMAL_PATTERN = /^\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/
 const INTEGER_PATTERN = /^\d+$/
 
@@ -50,6 +57,21 @@ export function parsePartition(text: string): Partition {
   const argument = separator === -1 ? '' : text.slice(separator + 1)
   if (kind === 'dirichlet' && DECIMAL_PATTERN.test(argument)) {
     const partition: Partition = { kind: 'dirichlet', alpha: Number(argument) }
+    validatePartition(partition, text)
+    return partition
+  }
+  if (kind === 'iid-per-client' && INTEGER_PATTERN.test(argument)) {
+    const partition: Partition = { kind: 'iid-per-client', size: Number(argument) }
+    validatePartition(partition, text)
+    return partition
+  }
+  const shards = kind === 'shards' ? SHARDS_PATTERN.exec(argument) : null
+  if (shards !== null) {
+    const partition: Partition = {
+      kind: 'shards',
+      count: Number(shards[1]),
+      size: Number(shards[2]),
+    }
     validatePartition(partition, text)
     return partition
   }
@@ -70,6 +92,10 @@ export function formatPartition(partition: Partition): string {
       return `dirichlet:${partition.alpha}`
     case 'classes':
       return `classes:${partition.classesPerPeer}`
+    case 'iid-per-client':
+      return `iid-per-client:${partition.size}`
+    case 'shards':
+      return `shards:${partition.count}x${partition.size}`
   }
 }
 
@@ -93,7 +119,15 @@ export function shardIndices(
   }
 
   let shard: Uint32Array
-  if (partition.kind === 'iid') {
+  if (partition.kind === 'iid-per-client') {
+    requireExamples(partition.size * peers, labels.length, partition, peers)
+    const start = index * partition.size
+    shard = shuffledIndices(labels.length, seed).slice(start, start + partition.size)
+  } else if (partition.kind === 'shards') {
+    requireExamples(partition.count * partition.size, labels.length, partition, peers)
+    requireWholeRuns(partition, peers)
+    shard = runShard(labels, partition, seed, peers, index)
+  } else if (partition.kind === 'iid') {
     requireNonEmptyShards(iidSizes(labels.length, peers), partition, seed)
     shard = iidShard(labels.length, seed, peers, index)
   } else {
@@ -119,12 +153,65 @@ export function shardSizes(
   validatePartition(partition, formatPartition(partition))
   validatePeers(seed, peers)
 
+  if (partition.kind === 'iid-per-client') {
+    requireExamples(partition.size * peers, labels.length, partition, peers)
+    return new Array<number>(peers).fill(partition.size)
+  }
+  if (partition.kind === 'shards') {
+    requireExamples(partition.count * partition.size, labels.length, partition, peers)
+    requireWholeRuns(partition, peers)
+    return new Array<number>(peers).fill((partition.count / peers) * partition.size)
+  }
   const sizes =
     partition.kind === 'iid'
       ? iidSizes(labels.length, peers)
       : sizesFromCuts(classCuts(partition, seed, peers, countClasses(labels)), peers)
   requireNonEmptyShards(sizes, partition, seed)
   return sizes
+}
+
+/** Throws PartitionError unless the training set holds the `needed` examples. */
+function requireExamples(needed: number, count: number, partition: Partition, peers: number) {
+  if (needed <= count) return
+  throw new PartitionError(
+    `Partition ${formatPartition(partition)} with ${peers} peers needs ${needed} training ` +
+      `examples, but the training set has ${count}. Use fewer peers, smaller sizes or more ` +
+      'training samples (--train-samples).',
+  )
+}
+
+/** Throws PartitionError unless every peer gets the same whole number of runs. */
+function requireWholeRuns(partition: Extract<Partition, { kind: 'shards' }>, peers: number) {
+  if (partition.count % peers === 0) return
+  throw new PartitionError(
+    `Partition ${formatPartition(partition)} cannot give ${peers} peers the same number of ` +
+      `its ${partition.count} runs. Use a peer count that divides ${partition.count}.`,
+  )
+}
+
+/**
+ * Returns shard `index` of a `shards` partition: the examples sorted by label (ties by index),
+ * cut into runs of `size`, and the runs dealt in an order drawn from the seed.
+ */
+function runShard(
+  labels: Uint8Array,
+  partition: Extract<Partition, { kind: 'shards' }>,
+  seed: number,
+  peers: number,
+  index: number,
+): Uint32Array {
+  const sorted = Uint32Array.from(indicesByClass(labels).flatMap((indices) => [...indices]))
+  const runs = new Uint32Array(partition.count)
+  for (let i = 0; i < runs.length; i++) runs[i] = i
+  shuffleInPlace(runs, new Random(deriveSeed(seed, 'shards-deal')))
+  const perPeer = partition.count / peers
+  const shard = new Uint32Array(perPeer * partition.size)
+  for (let k = 0; k < perPeer; k++) {
+    const run = runs[index * perPeer + k] as number
+    const start = run * partition.size
+    shard.set(sorted.subarray(start, start + partition.size), k * partition.size)
+  }
+  return shard
 }
 
 /** Throws PartitionError unless the partition's parameter is in range. `spec` names it. */
@@ -135,6 +222,21 @@ function validatePartition(partition: Partition, spec: string): void {
       throw new PartitionError(
         `Invalid partition "${spec}": ALPHA must be a finite number > 0, got ${alpha}. ` +
           `Expected ${ACCEPTED_FORMS}.`,
+      )
+    }
+  } else if (partition.kind === 'iid-per-client') {
+    if (!Number.isInteger(partition.size) || partition.size < 1) {
+      throw new PartitionError(
+        `Invalid partition "${spec}": N must be an integer >= 1, got ${partition.size}. ` +
+          `Expected ${ACCEPTED_FORMS}.`,
+      )
+    }
+  } else if (partition.kind === 'shards') {
+    const { count, size } = partition
+    if (!Number.isInteger(count) || count < 1 || !Number.isInteger(size) || size < 1) {
+      throw new PartitionError(
+        `Invalid partition "${spec}": COUNT and SIZE must be integers >= 1, got ${count} and ` +
+          `${size}. Expected ${ACCEPTED_FORMS}.`,
       )
     }
   } else if (partition.kind === 'classes') {
@@ -189,13 +291,21 @@ function iidSizes(count: number, peers: number): number[] {
   return sizes
 }
 
-function iidShard(count: number, seed: number, peers: number, index: number): Uint32Array {
+/** Returns 0..count-1 in the order that the seed draws, shared by iid and iid-per-client. */
+function shuffledIndices(count: number, seed: number): Uint32Array {
   const permutation = new Uint32Array(count)
   for (let i = 0; i < count; i++) {
     permutation[i] = i
   }
   shuffleInPlace(permutation, new Random(deriveSeed(seed, 'iid-shuffle')))
-  return permutation.slice(iidCut(count, peers, index), iidCut(count, peers, index + 1))
+  return permutation
+}
+
+function iidShard(count: number, seed: number, peers: number, index: number): Uint32Array {
+  return shuffledIndices(count, seed).slice(
+    iidCut(count, peers, index),
+    iidCut(count, peers, index + 1),
+  )
 }
 
 /** Returns the number of examples of each class. Throws PartitionError on a label outside 0-9. */

@@ -57,11 +57,20 @@ describe('parsePartition', () => {
     ['dirichlet:1e-3', { kind: 'dirichlet', alpha: 0.001 }],
     ['classes:1', { kind: 'classes', classesPerPeer: 1 }],
     ['classes:10', { kind: 'classes', classesPerPeer: 10 }],
+    ['iid-per-client:600', { kind: 'iid-per-client', size: 600 }],
+    ['shards:200x300', { kind: 'shards', count: 200, size: 300 }],
   ])('parses %s', (text, expected) => {
     expect(parsePartition(text)).toEqual(expected)
   })
 
-  it.each(['iid', 'dirichlet:0.5', 'dirichlet:0.001', 'classes:2'])('round-trips %s', (text) => {
+  it.each([
+    'iid',
+    'dirichlet:0.5',
+    'dirichlet:0.001',
+    'classes:2',
+    'iid-per-client:600',
+    'shards:200x300',
+  ])('round-trips %s', (text) => {
     expect(formatPartition(parsePartition(text))).toBe(text)
   })
 
@@ -74,6 +83,11 @@ describe('parsePartition', () => {
     'classes:0',
     'classes:11',
     'classes:2.5',
+    'iid-per-client:0',
+    'iid-per-client:',
+    'shards:200',
+    'shards:0x300',
+    'shards:200x',
     'random',
     'IID',
     '',
@@ -98,6 +112,8 @@ const shardCases: [string, number, boolean][] = [
   ['classes:2', 5, false],
   ['classes:2', 10, true],
   ['classes:3', 4, true],
+  ['iid-per-client:600', 100, true],
+  ['shards:200x300', 100, true],
 ]
 
 describe.each(shardCases)('shards of %s with %i peers', (spec, peers, seedDependent) => {
@@ -140,6 +156,49 @@ describe.each(shardCases)('shards of %s with %i peers', (spec, peers, seedDepend
     } else {
       expect(other).toEqual(shards)
     }
+  })
+})
+
+describe('the federated averaging partitions', () => {
+  it('give iid-per-client peers 600 examples of every class', () => {
+    const shards = allShards(parsePartition('iid-per-client:600'), SEED, 100)
+    for (const shard of shards) expect(shard.length).toBe(600)
+    // 600 random examples hold every digit, each near its share of the whole set.
+    expect(shards.filter((shard) => distinctLabels(shard).length < 10)).toHaveLength(0)
+  })
+
+  it('give shards peers two sorted runs of one or two labels each', () => {
+    const shards = allShards(parsePartition('shards:200x300'), SEED, 100)
+    for (const shard of shards) expect(shard.length).toBe(600)
+    const labelCounts = shards.map((shard) => distinctLabels(shard).length)
+    // A run of 300 sorted examples crosses at most one class boundary.
+    expect(Math.max(...labelCounts)).toBeLessThanOrEqual(4)
+    expect(labelCounts.filter((count) => count <= 2).length).toBeGreaterThan(50)
+  })
+
+  it('use part of a larger training set', () => {
+    const shards = allShards(parsePartition('iid-per-client:600'), SEED, 10)
+    expect(shards.reduce((sum, shard) => sum + shard.length, 0)).toBe(6000)
+  })
+
+  it('reject more examples than the training set holds', () => {
+    const error = thrownBy(() =>
+      shardSizes(trainLabels, parsePartition('iid-per-client:600'), { seed: SEED, peers: 101 }),
+    )
+    expect(error).toBeInstanceOf(PartitionError)
+    expect(error.message).toContain('needs 60600 training examples, but the training set has 60000')
+  })
+
+  it('reject a peer count that does not divide the runs', () => {
+    const error = thrownBy(() =>
+      shardIndices(trainLabels, parsePartition('shards:200x300'), {
+        seed: SEED,
+        peers: 3,
+        index: 0,
+      }),
+    )
+    expect(error).toBeInstanceOf(PartitionError)
+    expect(error.message).toContain('Use a peer count that divides 200')
   })
 })
 

@@ -3,6 +3,7 @@ import { loadMnist } from '../data/index.ts'
 import { type BackendName, selectBackend } from './backend.ts'
 import { openStateDir } from './checkpoint.ts'
 import { BackendUnavailableError, CheckpointError, IdentityError, UsageError } from './errors.ts'
+import { prepareModelFolder, saveFinalModel } from './export.ts'
 import type { LauncherToPeer, PeerToLauncher } from './ipc.ts'
 import { log, setQuiet } from './log.ts'
 import type { RoundMetrics } from './metrics.ts'
@@ -60,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     options.stateDir === undefined
       ? undefined
       : await openStateDir(options.stateDir, options.spec, options.peerIndex)
+  if (options.saveModel !== undefined) await prepareModelFolder(options.saveModel)
   const mnist = loadMnist({ dataDir: options.dataDir, verifyDigests: options.verifyData })
   const backend: BackendName = await selectBackend(options.backend)
   const peer = await Peer.create({
@@ -112,6 +114,9 @@ async function main(argv: string[]): Promise<number> {
       startedAt === undefined ? Date.now() : await startedAt,
       shutdown.signal,
     )
+    if (options.saveModel !== undefined) {
+      await saveFinalModel(peer.trainer, options.saveModel, options.spec, result)
+    }
     send({ type: 'done', result })
     log.info(
       'peer %d finished %d rounds: accuracy %s%, model %s',

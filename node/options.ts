@@ -154,6 +154,11 @@ const OPTIONS = {
     help: "folder for this peer's private key and a checkpoint after each round, so a peer restarted with it keeps its peer id and rejoins the swarm",
     default: 'none (new peer id, no checkpoint)',
   },
+  'save-model': {
+    type: 'string',
+    help: 'folder that receives the final model in the TF.js layers format (model.json and a weights .bin file), loadable with tf.loadLayersModel and npm run predict',
+    default: 'none',
+  },
   mode: { type: 'string', help: 'label recorded in the metrics lines', default: 'parallel' },
   quiet: { type: 'boolean', help: 'print no per-round lines', default: 'off' },
   help: { type: 'boolean', short: 'h', help: 'print this help', default: '' },
@@ -177,6 +182,8 @@ export interface PeerOptions {
   metricsPath: string | undefined
   /** Folder of the peer's key and checkpoint, or undefined for a throwaway identity. */
   stateDir: string | undefined
+  /** Folder that receives the final model, or undefined to save none. */
+  saveModel: string | undefined
   mode: string
   quiet: boolean
 }
@@ -358,6 +365,7 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     verifyData: values['no-verify-data'] !== true,
     metricsPath: text('metrics'),
     stateDir: text('state-dir'),
+    saveModel: text('save-model'),
     mode: text('mode') ?? 'parallel',
     quiet: values.quiet === true,
   }

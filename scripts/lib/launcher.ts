@@ -444,6 +444,8 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
       join(folder, `peer-${index}.jsonl`),
       '--mode',
       run.mode,
+      // Peer 0 saves the mode's final model beside its metrics.
+      ...(index === 0 ? ['--save-model', join(folder, 'model')] : []),
       ...(options.peerArgs ?? []),
       ...extraArgs,
     ]

@@ -9,12 +9,15 @@ export interface RoundMetrics {
   peerIndex: number
   mode: string
   round: number
+  /** False in a round the spec's participation left this peer out of: it trained nothing. */
+  participated: boolean
   backend: string
   trainMs: number
   turnWaitMs: number
   waitMs: number
   aggregateMs: number
   evaluateMs: number
+  /** Mean training loss of the last local epoch; 0 in a round this peer did not train. */
   trainLoss: number
   accuracy: number
   loss: number

@@ -89,6 +89,11 @@ const OPTIONS = {
     help: 'scale every delta whose L2 norm exceeds this down to it before aggregation; 0 turns clipping off',
     default: String(DEFAULT_SPEC.clipNorm),
   },
+  participation: {
+    type: 'string',
+    help: 'fraction of the peers, in (0, 1], that train and publish in each round; the draw comes from the seed, the round and the shard',
+    default: String(DEFAULT_SPEC.participation),
+  },
   deadline: {
     type: 'string',
     help: 'maximum seconds to wait for the deltas of a round; the wait follows recent rounds',
@@ -195,8 +200,8 @@ export function peerHelp(): string {
     'Starts one peer: it trains on its MNIST shard, gossips its weight delta after each round',
     'and averages the deltas it receives. Every peer of a swarm needs the same --swarm, --model,',
     '--seed, --partition, --peers, --train-samples, --test-samples, --epochs, --batch-size,',
-    '--optimizer, --learning-rate, --codec, --aggregation, --clip-norm, --max-message-bytes and',
-    '--deadline; their hash is part of the topic.',
+    '--optimizer, --learning-rate, --codec, --aggregation, --clip-norm, --max-message-bytes,',
+    '--participation and --deadline; their hash is part of the topic.',
     '',
     'Options:',
   ]
@@ -320,6 +325,7 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     aggregation,
     clipNorm,
     maxMessageBytes: integer('max-message-bytes', DEFAULT_SPEC.maxMessageBytes),
+    participation: decimal('participation', DEFAULT_SPEC.participation),
   })
 
   const peerIndex = integer('peer-index', 0)

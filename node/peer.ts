@@ -28,6 +28,7 @@ import { Inbox } from './inbox.ts'
 import { log } from './log.ts'
 import { MetricsWriter, type RoundMetrics } from './metrics.ts'
 import { hashWeights } from './model.ts'
+import { participants } from './participation.ts'
 import { exchangePeers, handlePeerExchange } from './peer-exchange.ts'
 import { redialLostPeers } from './redial.ts'
 import { RoundCollector, voteOnBase } from './round-collector.ts'
@@ -439,38 +440,45 @@ export class Peer {
         const baseHash = await hashWeights(base)
         this.snapshot = { round, modelHash: baseHash, weights: base }
 
+        const chosen = participants(this.spec.seed, round, this.spec.peers, this.spec.participation)
+        const takesPart = chosen.has(this.peerIndex)
         const turnStart = performance.now()
-        await gate?.acquire('train', round)
-        const trainStart = performance.now()
-        let trainLoss: number
-        try {
-          trainLoss = await this.trainer.train(round, signal)
-        } finally {
-          gate?.release()
-        }
-        const trainMs = performance.now() - trainStart
-        let turnWaitMs = trainStart - turnStart
+        let trainMs = 0
+        let turnWaitMs = 0
+        let trainLoss = 0
+        let trained: Float32Array[] | undefined
+        if (takesPart) {
+          await gate?.acquire('train', round)
+          const trainStart = performance.now()
+          try {
+            trainLoss = await this.trainer.train(round, signal)
+          } finally {
+            gate?.release()
+          }
+          trainMs = performance.now() - trainStart
+          turnWaitMs = trainStart - turnStart
 
-        const trained = this.trainer.getWeights()
-        const delta = subtractWeights(trained, base)
-        this.init.tamperDelta?.(delta)
-        const { bytes, sent } = this.encoder.encode(
-          delta,
-          round,
-          this.trainer.sampleCount,
-          baseHash,
-        )
-        // The local delta is averaged as the others decode it, so every peer sums the same bits.
-        this.collector.add({
-          peerId: localId,
-          round,
-          sampleCount: this.trainer.sampleCount,
-          baseModelHash: baseHash,
-          delta: sent,
-        })
-        this.pendingPublication = { round, bytes }
-        const recipients = await this.publishWhole(bytes, round)
-        this.init.onPublish?.(round, recipients)
+          trained = this.trainer.getWeights()
+          const delta = subtractWeights(trained, base)
+          this.init.tamperDelta?.(delta)
+          const { bytes, sent } = this.encoder.encode(
+            delta,
+            round,
+            this.trainer.sampleCount,
+            baseHash,
+          )
+          // The local delta is averaged as the others decode it, so every peer sums the same bits.
+          this.collector.add({
+            peerId: localId,
+            round,
+            sampleCount: this.trainer.sampleCount,
+            baseModelHash: baseHash,
+            delta: sent,
+          })
+          this.pendingPublication = { round, bytes }
+          const recipients = await this.publishWhole(bytes, round)
+          this.init.onPublish?.(round, recipients)
+        }
 
         const waitStart = performance.now()
         const waitStartedAt = Date.now()
@@ -480,6 +488,8 @@ export class Peer {
           minPeers: this.init.minPeers ?? this.spec.peers,
           deadlineMs,
           signal,
+          participants:
+            this.spec.participation < 1 ? { count: chosen.size, local: takesPart } : undefined,
         })
         this.pendingPublication = undefined
         const waitMs = performance.now() - waitStart
@@ -517,9 +527,14 @@ export class Peer {
         const next = aggregateDeltas(base, collected.contributions, {
           rule: this.aggregation,
           clipNorm: this.spec.clipNorm,
-          // A lone peer keeps its trained weights, unless a tampered delta no longer matches them.
+          // A lone peer keeps its trained weights, unless a tampered delta no longer matches them
+          // or other peers, which did not train this round, apply its delta to the base.
           local:
-            this.init.tamperDelta === undefined ? { peerId: localId, weights: trained } : undefined,
+            this.init.tamperDelta === undefined &&
+            trained !== undefined &&
+            this.spec.participation >= 1
+              ? { peerId: localId, weights: trained }
+              : undefined,
         })
         this.trainer.setWeights(next)
         const modelHash = await hashWeights(next)
@@ -538,6 +553,7 @@ export class Peer {
         const evaluateMs = performance.now() - evaluateStart
 
         const metrics: RoundMetrics = {
+          participated: takesPart,
           time: new Date().toISOString(),
           elapsedSeconds: (Date.now() - startedAt) / 1000,
           peerId: localId,

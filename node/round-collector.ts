@@ -17,6 +17,12 @@ export interface CollectOptions {
   minPeers: number
   deadlineMs: number
   signal?: AbortSignal
+  /**
+   * With partial participation: how many peers publish a delta in this round, the local one
+   * included when `local` is true. The round closes once that many members' deltas are in.
+   * @default every expected member publishes
+   */
+  participants?: { count: number; local: boolean }
 }
 
 export interface CollectedRound {
@@ -236,7 +242,14 @@ export class RoundCollector {
 
   private isComplete(round: number, options: CollectOptions): boolean {
     const senders = this.rounds.get(round)
-    if (senders === undefined || !senders.has(this.localPeerId)) return false
+    const { participants } = options
+    if (senders === undefined) return false
+    if ((participants?.local ?? true) && !senders.has(this.localPeerId)) return false
+    if (participants !== undefined) {
+      // NOTE: deltas do not name their sender's shard, so a member that publishes out of turn
+      // takes the place of a participant.
+      return this.memberDeltas(round, senders).length >= participants.count
+    }
     // Counting contributions, not subscribers, lets a peer close a round whose deltas reached it
     // through a neighbour, from peers it is not connected to.
     const contributions = this.memberDeltas(round, senders).length
@@ -272,7 +285,9 @@ export class RoundCollector {
     const senders = this.rounds.get(round) ?? new Map<string, ReceivedDelta>()
     const contributions = this.memberDeltas(round, senders)
     const silent: string[] = []
-    if (!closed) {
+    // Under partial participation a missing delta may belong to any of the participants, so no
+    // member is marked absent.
+    if (!closed && options.participants === undefined) {
       for (const peerId of this.members.keys()) {
         if (peerId === this.localPeerId || senders.has(peerId)) continue
         if (!this.isExpected(peerId, round)) continue

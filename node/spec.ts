@@ -76,6 +76,13 @@ export interface SwarmSpec {
   roundDeadlineSeconds: number
   /** Shortest deadline in seconds that the adaptive deadline may reach. @default 10 */
   deadlineFloorSeconds: number
+  /**
+   * Fraction of the peers that train and publish in each round, in (0, 1]. In round r the
+   * peer of shard i takes part when a draw from (seed, r, i) falls below it (see
+   * participation.ts), so every peer knows the round's participants without asking; the others
+   * apply the participants' deltas. @default 1
+   */
+  participation: number
 }
 
 export const DEFAULT_SPEC: SwarmSpec = {
@@ -96,6 +103,7 @@ export const DEFAULT_SPEC: SwarmSpec = {
   clipNorm: 0,
   roundDeadlineSeconds: 300,
   deadlineFloorSeconds: 10,
+  participation: 1,
 }
 
 /** Returns the SHA-256 of the spec's canonical JSON (keys sorted), so field order never matters. */
@@ -144,6 +152,11 @@ export function validateSpec(spec: SwarmSpec): SwarmSpec {
   requireInteger('maxMessageBytes', spec.maxMessageBytes, 4096, 64 * 1024 * 1024)
   requirePositive('roundDeadlineSeconds', spec.roundDeadlineSeconds)
   requirePositive('deadlineFloorSeconds', spec.deadlineFloorSeconds)
+  if (!(spec.participation > 0 && spec.participation <= 1)) {
+    throw new UsageError(
+      `Expected participation to be a fraction in (0, 1], such as 0.1, got ${spec.participation}`,
+    )
+  }
   if (spec.deadlineFloorSeconds > spec.roundDeadlineSeconds) {
     throw new UsageError(
       `Expected deadlineFloorSeconds (${spec.deadlineFloorSeconds}) to be at most roundDeadlineSeconds (${spec.roundDeadlineSeconds}); lower --deadline-floor or raise --deadline`,

@@ -1,0 +1,209 @@
+// npm run bench:train: training speed per model, backend and batch size.
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import * as tf from '@tensorflow/tfjs'
+import { loadMnist, type Mnist } from '../data/index.ts'
+import { type BackendName, selectBackend } from '../node/backend.ts'
+import { setQuiet } from '../node/log.ts'
+import { buildModel } from '../node/model.ts'
+import type { ModelName } from '../node/spec.ts'
+import type { Examples } from '../node/trainer.ts'
+import { BenchProgress, progressStyle } from './lib/bench-progress.ts'
+import {
+  firstExamples,
+  forwardFlopsPerSample,
+  layerProducts,
+  matMulGflops,
+  timeModelFit,
+  timeTrainer,
+} from './lib/bench-train-measure.ts'
+import {
+  parseTrainBenchOptions,
+  TRAIN_BENCH_HELP,
+  type TrainBenchOptions,
+  TrainBenchUsageError,
+} from './lib/bench-train-options.ts'
+import {
+  type BackendStatus,
+  type EpochTiming,
+  evaluateTrainChecks,
+  formatTrainReport,
+  type TrainBenchReport,
+  type TrainCell,
+} from './lib/bench-train-report.ts'
+import { writeFileAtomic } from './lib/write-atomic.ts'
+
+const EXIT_USAGE = 2
+
+/** Errors caused by an option value or missing data, which exit with code 2. */
+const USAGE_ERRORS = new Set([TrainBenchUsageError.name, 'MnistNotFoundError', 'MnistDigestError'])
+
+/** Loads every requested backend once and records why each one that failed could not load. */
+async function loadBackends(names: BackendName[]): Promise<BackendStatus[]> {
+  const statuses: BackendStatus[] = []
+  for (const name of names) {
+    try {
+      await selectBackend(name)
+      statuses.push({ name, loaded: true })
+    } catch (error) {
+      statuses.push({ name, loaded: false, reason: (error as Error).message })
+    }
+  }
+  return statuses
+}
+
+interface CellRequest {
+  model: ModelName
+  backend: BackendName
+  batchSize: number
+  examples: Examples
+  seed: number
+  repetitions: number
+  signal: AbortSignal
+}
+
+function faster(best: EpochTiming | undefined, timing: EpochTiming): EpochTiming {
+  return best === undefined || timing.samplesPerSecond > best.samplesPerSecond ? timing : best
+}
+
+/** Measures one model on one backend at one batch size: matMul rate, Trainer and model.fit. */
+async function measureCell(request: CellRequest): Promise<TrainCell> {
+  const { model, backend, batchSize, examples, seed } = request
+  await selectBackend(backend)
+  const tensorsBefore = tf.memory().numTensors
+
+  const shapeModel = buildModel(model, seed)
+  const products = layerProducts(shapeModel, batchSize)
+  shapeModel.dispose()
+  const forwardFlops = forwardFlopsPerSample(products, batchSize)
+  const matMul = matMulGflops(products)
+
+  let trainer: EpochTiming | undefined
+  let fit: EpochTiming | undefined
+  for (let repetition = 0; repetition < request.repetitions; repetition++) {
+    trainer = faster(trainer, await timeTrainer(model, batchSize, seed, examples, request.signal))
+    fit = faster(fit, await timeModelFit(model, batchSize, seed, examples))
+  }
+  if (trainer === undefined || fit === undefined) throw new Error('Expected repetitions >= 1')
+
+  const trainGflops = (3 * forwardFlops * trainer.samplesPerSecond) / 1e9
+  return {
+    model,
+    backend,
+    batchSize,
+    samples: examples.count,
+    trainer,
+    fit,
+    speedupOverFit: trainer.samplesPerSecond / fit.samplesPerSecond,
+    forwardMflopsPerSample: forwardFlops / 1e6,
+    trainGflops,
+    matMulGflops: matMul,
+    matMulShare: trainGflops / matMul,
+    leakedTensors: tf.memory().numTensors - tensorsBefore,
+  }
+}
+
+/**
+ * Measures every combination, backends innermost, so the figures that the checks compare
+ * (wasm against cpu, Trainer against model.fit) are taken close together in time.
+ */
+async function measure(
+  options: TrainBenchOptions,
+  mnist: Mnist,
+  loaded: BackendName[],
+  progress: BenchProgress,
+  signal: AbortSignal,
+): Promise<TrainCell[]> {
+  const examples = firstExamples(mnist, options.samples)
+  const cpuExamples = firstExamples(mnist, options.cpuSamples)
+  const cells: TrainCell[] = []
+  const total = options.models.length * options.batchSizes.length * loaded.length
+  for (const model of options.models) {
+    for (const batchSize of options.batchSizes) {
+      for (const backend of loaded) {
+        signal.throwIfAborted()
+        progress.show(
+          `${cells.length + 1} of ${total}: ${model} on ${backend} at batch ${batchSize}`,
+        )
+        cells.push(
+          await measureCell({
+            model,
+            backend,
+            batchSize,
+            examples: backend === 'cpu' ? cpuExamples : examples,
+            seed: options.seed,
+            repetitions: options.repetitions,
+            signal,
+          }),
+        )
+      }
+    }
+  }
+  return cells
+}
+
+async function main(argv: string[]): Promise<number> {
+  const options = parseTrainBenchOptions(argv)
+  if (options === undefined) {
+    process.stdout.write(`${TRAIN_BENCH_HELP}\n`)
+    return 0
+  }
+  setQuiet(true)
+  const progress = new BenchProgress(progressStyle())
+  const shutdown = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    process.stderr.write(`${signal}: stopping the benchmark\n`)
+    shutdown.abort(new Error(`stopped by ${signal}`))
+    process.exitCode = signal === 'SIGINT' ? 130 : 143
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  try {
+    progress.show('loading MNIST')
+    const mnist = loadMnist()
+    const createdAt = new Date().toISOString()
+    progress.show('loading backends')
+    const backends = await loadBackends(options.backends)
+    const loaded = backends.filter((backend) => backend.loaded).map((backend) => backend.name)
+    if (loaded.length === 0) {
+      throw new TrainBenchUsageError(
+        `None of the backends ${options.backends.join(', ')} could load: ${backends.map((b) => b.reason).join('; ')}`,
+      )
+    }
+    const cells = await measure(options, mnist, loaded, progress, shutdown.signal)
+    progress.done()
+    const { out, ...settings } = options
+    const report: TrainBenchReport = {
+      createdAt,
+      nodeVersion: process.version,
+      settings,
+      backends,
+      cells,
+      checks: evaluateTrainChecks(cells),
+    }
+    mkdirSync(dirname(out), { recursive: true })
+    writeFileAtomic(out, `${JSON.stringify(report, null, 2)}\n`)
+    process.stdout.write(formatTrainReport(report, out))
+    return 0
+  } finally {
+    progress.done()
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode ??= code
+  },
+  (error: unknown) => {
+    if (error instanceof Error && USAGE_ERRORS.has(error.name)) {
+      process.stderr.write(`${error.message}\n`)
+      process.exitCode = EXIT_USAGE
+      return
+    }
+    // After SIGINT or SIGTERM the exit code is set and the abort error needs no stack.
+    if (process.exitCode !== undefined) return
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : error}\n`)
+    process.exitCode = 1
+  },
+)

@@ -102,8 +102,7 @@ class AdamStep {
  * on a 2-core AMD EPYC machine, the upload takes about 20 us for 32 images. tf.gather of 32
  * rows of a resident 6000-image tensor takes about 1.5 ms, and tf.slice about 9 ms because
  * the wasm Slice kernel copies its whole input to JS. The step runs each layer's `call`, which
- * skips the symbolic checks of `model.apply`, and keeps the loss on the device until the epoch
- * ends.
+ * skips the symbolic checks of `model.apply`.
  */
 export class Trainer {
   readonly model: tf.Sequential
@@ -169,42 +168,36 @@ export class Trainer {
       for (let i = 0; i < order.length; i++) order[i] = i
       const streamSeed = deriveSeed(this.spec.seed, `shuffle:${this.peerIndex}:${epoch}`, round)
       shuffleInPlace(order, new Random(streamSeed))
-      // The sum of the batch losses stays on the device, so no step waits for a readback.
-      let lossSum: tf.Tensor = tf.scalar(0)
+      // NOTE: reading each batch's loss waits for the step to finish. That costs nothing on
+      // wasm, whose kernels run synchronously, but stalls a GPU backend's queue once per batch.
+      // Keeping a running sum on the device would leave a tensor alive across yields, and
+      // reading it at times set by the clock would make the loss depend on timing.
+      let lossTotal = 0
       let batches = 0
-      try {
-        let lastYield = performance.now()
-        for (let start = 0; start < order.length; start += batchSize) {
-          const size = Math.min(batchSize, order.length - start)
-          batchLabels.fill(0, 0, size * CLASSES)
-          for (let j = 0; j < size; j++) {
-            const row = order[start + j] as number
-            batchImages.set(
-              this.shard.images.subarray(row * PIXELS, (row + 1) * PIXELS),
-              j * PIXELS,
-            )
-            batchLabels[j * CLASSES + (this.shard.labels[row] as number)] = 1
-          }
-          const loss = this.step(
-            batchImages.subarray(0, size * PIXELS),
-            batchLabels.subarray(0, size * CLASSES),
-            size,
-          )
-          const sum = tf.add(lossSum, loss)
-          loss.dispose()
-          lossSum.dispose()
-          lossSum = sum
-          batches++
-          if (performance.now() - lastYield > YIELD_INTERVAL_MS) {
-            await yieldToEventLoop()
-            signal?.throwIfAborted()
-            lastYield = performance.now()
-          }
+      let lastYield = performance.now()
+      for (let start = 0; start < order.length; start += batchSize) {
+        const size = Math.min(batchSize, order.length - start)
+        batchLabels.fill(0, 0, size * CLASSES)
+        for (let j = 0; j < size; j++) {
+          const row = order[start + j] as number
+          batchImages.set(this.shard.images.subarray(row * PIXELS, (row + 1) * PIXELS), j * PIXELS)
+          batchLabels[j * CLASSES + (this.shard.labels[row] as number)] = 1
         }
-        meanLoss = batches === 0 ? 0 : (lossSum.dataSync()[0] as number) / batches
-      } finally {
-        lossSum.dispose()
+        const loss = this.step(
+          batchImages.subarray(0, size * PIXELS),
+          batchLabels.subarray(0, size * CLASSES),
+          size,
+        )
+        lossTotal += loss.dataSync()[0] as number
+        loss.dispose()
+        batches++
+        if (performance.now() - lastYield > YIELD_INTERVAL_MS) {
+          await yieldToEventLoop()
+          signal?.throwIfAborted()
+          lastYield = performance.now()
+        }
       }
+      meanLoss = batches === 0 ? 0 : lossTotal / batches
     }
     return meanLoss
   }

@@ -15,7 +15,10 @@ import {
 import { renderConvergence } from './lib/plot.ts'
 
 const EXIT_USAGE = 2
-/** Maximum peer processes one launcher starts, because each loads its shard and a backend. */
+/**
+ * Maximum peers one launcher starts, because a peer may receive a dial from every other one and
+ * node/host.ts accepts at most 256 inbound connections that are still upgrading.
+ */
 const MAX_PEERS = 256
 
 const HELP = `Usage: npm start -- [options]
@@ -40,6 +43,9 @@ Options:
                            a peer whose port another program holds listens on the next
                            free port above that range, and the launcher prints which
                            (default: ports the OS picks)
+  --peers-per-process K    run K peers in each peer process, 1 to N: one process
+                           loads the data and the backend once for its K peers,
+                           which still talk only over libp2p (default: 1)
   --no-centralised         skip the centralised reference run
   --help                   print this help
 
@@ -78,6 +84,18 @@ function parseBasePort(text: string, peers: number, joinLate: number | undefined
   return value
 }
 
+function parsePeersPerProcess(text: string | undefined, peers: number): number {
+  if (text === undefined) return 1
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < 1 || value > peers) {
+    throw new UsageError(
+      `Expected --peers-per-process to be an integer from 1 to ${peers} (the --peers value), got '${text}'. ` +
+        'Pass at most the peer count, or leave it out to run each peer in a process of its own',
+    )
+  }
+  return value
+}
+
 interface LaunchOptions {
   peers: number
   modes: LaunchMode[]
@@ -90,6 +108,7 @@ interface LaunchOptions {
   centralised: boolean
   joinLate: number | undefined
   basePort: number | undefined
+  peersPerProcess: number
   peerArgs: string[]
 }
 
@@ -113,6 +132,7 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
         out: { type: 'string' },
         'join-late': { type: 'string' },
         'base-port': { type: 'string' },
+        'peers-per-process': { type: 'string' },
         'no-centralised': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -165,6 +185,7 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
     centralised: values['no-centralised'] !== true,
     joinLate,
     basePort: basePortText === undefined ? undefined : parseBasePort(basePortText, peers, joinLate),
+    peersPerProcess: parsePeersPerProcess(values['peers-per-process'] as string | undefined, peers),
     peerArgs,
   }
 }

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
-import type { LauncherToPeer, PeerToLauncher } from '../../node/ipc.ts'
+import { type LauncherToPeer, NEXT_PEER, type PeerToLauncher } from '../../node/ipc.ts'
 import type { RoundMetrics } from '../../node/metrics.ts'
 import { stopAllChildren, trackChild } from './children.ts'
 import { Progress } from './progress.ts'
@@ -10,11 +10,12 @@ import { type ModeSummary, readModeMetrics, summarizeMode } from './run-folder.t
 import { writeFileAtomic } from './write-atomic.ts'
 
 const PEER_CLI = resolve(import.meta.dirname, '../../node/cli.ts')
+const PEER_HOST = resolve(import.meta.dirname, '../../node/peer-host.ts')
 
 /** Lowest base port accepted, because binding a port below 1024 needs root on most systems. */
 export const MIN_BASE_PORT = 1024
 const MAX_PORT = 65535
-/** Process starts per peer before a port still taken at bind time fails the run. */
+/** Starts of one peer process before a port still taken at bind time fails the run. */
 const MAX_LISTEN_ATTEMPTS = 5
 
 export type LaunchMode = 'parallel' | 'serial'
@@ -41,6 +42,13 @@ export interface SwarmOptions {
   /** Extra `npm run peer` options passed to every peer, such as ['--train-samples', '6000']. */
   peerArgs?: string[]
   /**
+   * Peers that one process hosts, from 1 to `peers`. With K > 1 the launcher starts ceil(peers
+   * / K) processes of node/peer-host.ts, the last one with the remaining peers. Each loads the
+   * data and the backend once. A late peer always gets a process of its own.
+   * @default 1, so every peer is a process of node/cli.ts
+   */
+  peersPerProcess?: number
+  /**
    * Rounds after which one extra peer starts with a shard of its own. It downloads the current
    * model from the others and takes part from the next round on. @default no late peer
    */
@@ -53,7 +61,10 @@ export interface SwarmOptions {
 }
 
 export type LauncherEvent =
-  /** `addresses[i]` contains the multiaddrs that peer i listens on. */
+  /**
+   * `pids[i]` is the id of the process that hosts peer i, and `addresses[i]` contains the
+   * multiaddrs that peer i listens on.
+   */
   | { type: 'peers-started'; mode: string; pids: number[]; addresses: string[][] }
   /**
    * A peer listens on `port` in place of `requestedPort`, because another socket held that port
@@ -81,6 +92,7 @@ export interface SwarmSummary {
   seed: number
   maxRounds: number
   peerArgs: string[]
+  peersPerProcess: number
   parallel?: ModeSummary & { wallSeconds: number }
   serial?: ModeSummary & { wallSeconds: number }
   centralised?: ModeSummary & { wallSeconds: number }
@@ -88,36 +100,54 @@ export interface SwarmSummary {
   speedup: number | null
 }
 
-/** Raised when a peer process fails; the message ends with the tail of its log. */
+/** Raised when a peer process fails; the message ends with its error or the tail of its log. */
 export class PeerProcessError extends Error {
   static override name = 'PeerProcessError'
 
-  /** The peer's exit code, when it exited with one. */
+  /** The process's exit code, when it exited with one. */
   readonly exitCode: number | undefined
+  /** The peer that failed, when the process named it or hosts only that peer. */
+  readonly peerIndex: number | undefined
 
-  constructor(message: string, exitCode?: number) {
+  constructor(message: string, exitCode?: number, peerIndex?: number) {
     super(message)
     this.name = 'PeerProcessError'
     this.exitCode = exitCode
+    this.peerIndex = peerIndex
   }
 }
 
-interface PeerProcess {
-  index: number
-  child: ChildProcess
-  logPath: string
-  addresses: string[]
-  listening: Promise<void>
-  ready: Promise<void>
-  done: Promise<void>
+interface Deferred {
+  promise: Promise<void>
+  resolve: () => void
 }
 
-function deferred(): { promise: Promise<void>; resolve: () => void } {
+function deferred(): Deferred {
   let resolve: () => void = () => {}
   const promise = new Promise<void>((r) => {
     resolve = r
   })
   return { promise, resolve }
+}
+
+/** One peer of a mode run, in whichever process hosts it. */
+interface PeerSlot {
+  index: number
+  /** Host process; its child is replaced when the launcher starts it again on other ports. */
+  process: PeerProcess
+  /** Port the peer is asked to listen on; 0 lets the OS pick. */
+  port: number
+  addresses: string[]
+  listening: Deferred
+  ready: Deferred
+  done: Deferred
+}
+
+/** A process of node/cli.ts (one peer) or node/peer-host.ts (several peers). */
+interface PeerProcess {
+  child: ChildProcess
+  logPath: string
+  peers: PeerSlot[]
 }
 
 function logTail(path: string): string {
@@ -128,17 +158,20 @@ function logTail(path: string): string {
   }
 }
 
-/** Hands out compute turns: one at a time in serial mode, at once in parallel mode. */
+/**
+ * Hands out compute turns: one at a time across all peers in serial mode, whichever process
+ * hosts them, and at once in parallel mode.
+ */
 class TurnScheduler {
   private readonly serial: boolean
-  private readonly queue: PeerProcess[] = []
-  private active: PeerProcess | undefined
+  private readonly queue: PeerSlot[] = []
+  private active: PeerSlot | undefined
 
   constructor(serial: boolean) {
     this.serial = serial
   }
 
-  request(peer: PeerProcess): void {
+  request(peer: PeerSlot): void {
     if (!this.serial) {
       grant(peer)
       return
@@ -147,7 +180,7 @@ class TurnScheduler {
     this.pump()
   }
 
-  finished(peer: PeerProcess): void {
+  finished(peer: PeerSlot): void {
     if (this.active === peer) this.active = undefined
     this.pump()
   }
@@ -159,6 +192,26 @@ class TurnScheduler {
     this.active = next
     grant(next)
   }
+}
+
+/**
+ * Largest swarm in which every peer dials all peers started before it, so every pair is
+ * connected once before the peers report ready. In a larger swarm each peer dials a few earlier
+ * peers (see launchDials) and the peer exchange connects the rest, because 100 peers that dial
+ * all 4,950 pairs at once saw dials pass libp2p 2.10's 10 s dial timeout on a 2-core machine.
+ */
+export const FULL_MESH_PEERS = 16
+
+/**
+ * Returns the earlier peers that peer `index` of a swarm of `peers` dials at launch: all of them
+ * up to FULL_MESH_PEERS peers, otherwise index - 1, index - 2, index - 4 and so on, which
+ * connects the swarm with paths of about log2(peers) hops and about log2(index) + 1 dials each.
+ */
+export function launchDials(index: number, peers: number): number[] {
+  if (peers <= FULL_MESH_PEERS) return Array.from({ length: index }, (_, earlier) => earlier)
+  const dials: number[] = []
+  for (let step = 1; index - step >= 0; step *= 2) dials.push(index - step)
+  return dials
 }
 
 /** Number of listen ports a swarm uses: one per peer, and one more for a late peer. */
@@ -236,12 +289,20 @@ function describePortMove(event: Extract<LauncherEvent, { type: 'port-moved' }>)
   return `${event.mode} peer ${event.peerIndex}: port ${event.requestedPort} ${action}\n`
 }
 
-function send(peer: PeerProcess, message: LauncherToPeer): void {
-  if (peer.child.connected) peer.child.send(message)
+function send(peer: PeerSlot, message: LauncherToPeer): void {
+  const child = peer.process.child
+  if (child.connected) child.send(message)
 }
 
-function grant(peer: PeerProcess): void {
-  send(peer, { type: 'turn-grant' })
+function grant(peer: PeerSlot): void {
+  send(peer, { type: 'turn-grant', peerIndex: peer.index })
+}
+
+/** Names the peers of a process for messages: "peer 3" or "peers 0-24". */
+function describePeers(indices: number[]): string {
+  const first = indices[0] as number
+  const last = indices[indices.length - 1] as number
+  return indices.length === 1 ? `peer ${first}` : `peers ${first}-${last}`
 }
 
 interface ModeRun {
@@ -249,6 +310,8 @@ interface ModeRun {
   peers: number
   partition: string
   serial: boolean
+  /** Peers that one process hosts; see SwarmOptions.peersPerProcess. */
+  peersPerProcess: number
   /** Rounds after which one extra peer starts with --join. */
   joinLate?: number
 }
@@ -303,58 +366,78 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     }
     return port
   }
-  const peers: PeerProcess[] = []
+  const peers: PeerSlot[] = []
   let startedAt = 0
   let lateJoined: Promise<void> | undefined
-  const startPeer = (index: number, extraArgs: string[], firstPort: number): PeerProcess => {
-    const logPath = join(folder, `peer-${index}.log`)
-    const listening = deferred()
-    const ready = deferred()
-    const done = deferred()
-    // The peer that binds a taken port fails before 'listening'; it is started again on the
-    // next free port, with the same deferreds, so the run counts it as one peer.
-    const restart = (requestedPort: number, attempt: number) => {
+  /** Starts one process that hosts the peers `indices`, which listen on `firstPorts`. */
+  const startProcess = (
+    indices: number[],
+    extraArgs: string[],
+    firstPorts: number[],
+  ): PeerProcess => {
+    const first = indices[0] as number
+    const last = indices[indices.length - 1] as number
+    const logName = indices.length === 1 ? `peer-${first}.log` : `peers-${first}-${last}.log`
+    const logPath = join(folder, logName)
+    const processLabel = `${run.mode} ${describePeers(indices)}`
+    // A process whose peer binds a taken port fails before 'listening'; it is started again
+    // with that peer on the next free port, with the same deferreds, so the run counts each of
+    // its peers once.
+    const restart = (slot: PeerSlot, attempt: number) => {
+      const requestedPort = slot.port
       plan.fallback().then(
         (port) => {
           if (stopping || options.signal?.aborted) return
           movePort({
             type: 'port-moved',
             mode: run.mode,
-            peerIndex: index,
+            peerIndex: slot.index,
             requestedPort,
             port,
             when: 'bind',
           })
           if (stopping) return
-          peer.child = launch(port, attempt + 1)
+          slot.port = port
+          host.child = launch(attempt + 1)
         },
         (error: Error) => failed(error),
       )
     }
-    const launch = (port: number, attempt: number): ChildProcess => {
-      const child = spawnPeer(index, port, extraArgs)
+    const launch = (attempt: number): ChildProcess => {
+      const child = spawnProcess(host.peers, extraArgs)
       trackChild(child)
 
-      // A restarted peer appends to the log, so the failed attempt's error stays readable.
+      // A restarted process appends to the log, so the failed attempt's error stays readable.
       const log = createWriteStream(logPath, { flags: attempt === 1 ? 'w' : 'a' })
       child.stdout?.pipe(log, { end: false })
       child.stderr?.pipe(log, { end: false })
       child.on('error', (error) =>
-        failed(new PeerProcessError(`${run.mode} peer ${index} could not start: ${error.message}`)),
+        failed(new PeerProcessError(`${processLabel} could not start: ${error.message}`)),
       )
 
-      let failure: string | undefined
-      let failureCode: string | undefined
-      let listened = false
+      let failure: Extract<PeerToLauncher, { type: 'failed' }> | undefined
+      const listened = new Set<number>()
       child.on('message', (message: PeerToLauncher) => {
+        if (message.type === 'failed') {
+          // The process exits right after this message; its exit code decides the launcher's.
+          failure = message
+          return
+        }
+        const peer = host.peers.find((slot) => slot.index === message.peerIndex)
+        if (peer === undefined) {
+          failed(
+            new PeerProcessError(`${processLabel} sent a message for peer ${message.peerIndex}`),
+          )
+          return
+        }
         switch (message.type) {
           case 'listening':
-            listened = true
+            listened.add(peer.index)
             peer.addresses = message.addresses
-            listening.resolve()
+            peer.listening.resolve()
             break
           case 'ready':
-            ready.resolve()
+            peer.ready.resolve()
             break
           case 'turn-request':
             scheduler.request(peer)
@@ -376,95 +459,133 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
             break
           case 'done':
             break
-          case 'failed':
-            // The peer exits right after this message; its exit code decides the launcher's.
-            failure = message.message
-            failureCode = message.code
-            break
         }
       })
 
       child.on('exit', (code, signal) => {
-        scheduler.finished(peer)
+        for (const peer of host.peers) scheduler.finished(peer)
         log.end()
         if (code === 0) {
-          done.resolve()
+          for (const peer of host.peers) peer.done.resolve()
           return
         }
-        const portTaken = failureCode === 'EADDRINUSE' && !listened && port !== 0
+        // A process of one peer may fail before it parsed its --peer-index.
+        const failedIndex =
+          failure?.peerIndex ?? (host.peers.length === 1 ? host.peers[0]?.index : undefined)
+        const failedPeer = host.peers.find((slot) => slot.index === failedIndex)
+        const portTaken =
+          failure?.code === 'EADDRINUSE' &&
+          failedPeer !== undefined &&
+          !listened.has(failedPeer.index) &&
+          failedPeer.port !== 0
         if (portTaken && attempt < MAX_LISTEN_ATTEMPTS) {
-          restart(port, attempt)
+          restart(failedPeer, attempt)
           return
         }
         const how = signal === null ? `exit code ${code}` : `signal ${signal}`
         const reason =
           failure === undefined
             ? `stopped with ${how}; last lines of ${logPath}:\n${logTail(logPath)}`
-            : `failed: ${failure}`
-        failed(new PeerProcessError(`${run.mode} peer ${index} ${reason}`, code ?? undefined))
+            : `failed: ${failure.message}`
+        // The process of several peers is named too, because its other peers stopped with it.
+        const subject =
+          failedIndex === undefined
+            ? processLabel
+            : host.peers.length === 1
+              ? `${run.mode} peer ${failedIndex}`
+              : `${run.mode} peer ${failedIndex} (process of ${describePeers(indices)}, log ${logPath})`
+        failed(new PeerProcessError(`${subject} ${reason}`, code ?? undefined, failedIndex))
       })
       return child
     }
-    const peer: PeerProcess = {
-      index,
-      child: launch(firstPort, 1),
+    const host: PeerProcess = {
+      child: undefined as unknown as ChildProcess,
       logPath,
-      addresses: [],
-      listening: listening.promise,
-      ready: ready.promise,
-      done: done.promise,
+      peers: [],
     }
-    peers.push(peer)
-    return peer
+    for (const [i, index] of indices.entries()) {
+      const slot: PeerSlot = {
+        index,
+        process: host,
+        port: firstPorts[i] as number,
+        addresses: [],
+        listening: deferred(),
+        ready: deferred(),
+        done: deferred(),
+      }
+      host.peers.push(slot)
+      peers.push(slot)
+    }
+    host.child = launch(1)
+    return host
   }
-  const spawnPeer = (index: number, port: number, extraArgs: string[]): ChildProcess => {
-    const args = [
-      PEER_CLI,
-      '--swarm',
-      `local-${run.mode}`,
-      '--model',
-      options.model,
-      '--seed',
-      String(options.seed),
-      '--partition',
-      run.partition,
-      '--peers',
-      String(shardCount),
-      '--min-peers',
-      String(run.peers),
-      '--peer-index',
-      String(index),
-      '--rounds',
-      String(options.rounds),
-      '--target',
-      String(options.target),
-      '--listen',
-      `/ip4/127.0.0.1/tcp/${port}`,
-      '--metrics',
-      join(folder, `peer-${index}.jsonl`),
-      '--mode',
-      run.mode,
-      // Peer 0 saves the mode's final model beside its metrics.
-      ...(index === 0 ? ['--save-model', join(folder, 'model')] : []),
-      ...(options.peerArgs ?? []),
-      ...extraArgs,
-    ]
+  const peerArgs = (peer: PeerSlot, extraArgs: string[]): string[] => [
+    '--swarm',
+    `local-${run.mode}`,
+    '--model',
+    options.model,
+    '--seed',
+    String(options.seed),
+    '--partition',
+    run.partition,
+    '--peers',
+    String(shardCount),
+    '--min-peers',
+    String(run.peers),
+    '--peer-index',
+    String(peer.index),
+    '--rounds',
+    String(options.rounds),
+    '--target',
+    String(options.target),
+    '--listen',
+    `/ip4/127.0.0.1/tcp/${peer.port}`,
+    '--metrics',
+    join(folder, `peer-${peer.index}.jsonl`),
+    '--mode',
+    run.mode,
+    // Peer 0 saves the mode's final model beside its metrics.
+    ...(peer.index === 0 ? ['--save-model', join(folder, 'model')] : []),
+    ...(options.peerArgs ?? []),
+    ...extraArgs,
+  ]
+  const spawnProcess = (hosted: PeerSlot[], extraArgs: string[]): ChildProcess => {
+    const args =
+      hosted.length === 1
+        ? [PEER_CLI, ...peerArgs(hosted[0] as PeerSlot, extraArgs)]
+        : [
+            PEER_HOST,
+            ...hosted.flatMap((peer, i) => [
+              ...(i === 0 ? [] : [NEXT_PEER]),
+              ...peerArgs(peer, extraArgs),
+            ]),
+          ]
     return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   }
   // Every port is probed before any peer starts, so peers start at once, as without a base port.
   const firstPorts: number[] = []
   for (let index = 0; index < run.peers; index++) firstPorts.push(await assignPort(index))
-  for (let index = 0; index < run.peers; index++) startPeer(index, [], firstPorts[index] as number)
+  const perProcess = run.peersPerProcess
+  for (let first = 0; first < run.peers; first += perProcess) {
+    const last = Math.min(first + perProcess, run.peers)
+    const indices = Array.from({ length: last - first }, (_, i) => first + i)
+    startProcess(indices, [], firstPorts.slice(first, last))
+  }
   // NOTE: when the first peers finish before the late one has dialled them, its dial fails and
   // so does the whole launch; --join-late needs rounds that outlast a process start.
   const startLatePeer = async () => {
-    const peer = startPeer(run.peers, ['--join'], await assignPort(run.peers))
-    await phase(peer.listening)
+    const host = startProcess([run.peers], ['--join'], [await assignPort(run.peers)])
+    const peer = host.peers[0] as PeerSlot
+    await phase(peer.listening.promise)
     const others = peers.filter((other) => other !== peer)
-    send(peer, { type: 'dial', addresses: others.flatMap((other) => other.addresses) })
-    await phase(peer.ready)
-    send(peer, { type: 'start', startedAt })
-    await phase(peer.done)
+    send(peer, {
+      type: 'dial',
+      peerIndex: peer.index,
+      addresses: others.flatMap((other) => other.addresses),
+    })
+    await phase(peer.ready.promise)
+    send(peer, { type: 'start', peerIndex: peer.index, startedAt })
+    await phase(peer.done.promise)
   }
   const abort = new Promise<never>((_, reject) => {
     const onAbort = () => reject(options.signal?.reason ?? new Error('aborted'))
@@ -474,22 +595,23 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
   abort.catch(() => {})
   const phase = <T>(promise: Promise<T>) => Promise.race([promise, failure, abort])
 
-  await phase(Promise.all(peers.map((peer) => peer.listening)))
-  // Each peer dials the ones started before it, so every pair is connected once.
+  await phase(Promise.all(peers.map((peer) => peer.listening.promise)))
   for (const peer of peers) {
-    send(peer, { type: 'dial', addresses: peers.slice(0, peer.index).flatMap((p) => p.addresses) })
+    const dialled = launchDials(peer.index, run.peers)
+    const addresses = dialled.flatMap((index) => peers[index]?.addresses ?? [])
+    send(peer, { type: 'dial', peerIndex: peer.index, addresses })
   }
-  await phase(Promise.all(peers.map((peer) => peer.ready)))
+  await phase(Promise.all(peers.map((peer) => peer.ready.promise)))
   emit({
     type: 'peers-started',
     mode: run.mode,
-    pids: peers.map((peer) => peer.child.pid ?? -1),
+    pids: peers.map((peer) => peer.process.child.pid ?? -1),
     addresses: peers.map((peer) => peer.addresses),
   })
   if (callbackError !== undefined) throw callbackError
   startedAt = Date.now()
-  for (const peer of peers) send(peer, { type: 'start', startedAt })
-  await phase(Promise.all(peers.map((peer) => peer.done)))
+  for (const peer of peers) send(peer, { type: 'start', peerIndex: peer.index, startedAt })
+  await phase(Promise.all(peers.map((peer) => peer.done.promise)))
   if (lateJoined !== undefined) await lateJoined
   return (Date.now() - startedAt) / 1000
 }
@@ -508,16 +630,33 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmSummary> {
       )
     }
   }
+  const peersPerProcess = options.peersPerProcess ?? 1
+  if (
+    !Number.isInteger(peersPerProcess) ||
+    peersPerProcess < 1 ||
+    peersPerProcess > options.peers
+  ) {
+    throw new RangeError(
+      `Expected peersPerProcess to be an integer from 1 to ${options.peers} (the peer count), got ${peersPerProcess}`,
+    )
+  }
   mkdirSync(options.out, { recursive: true })
   const runs: ModeRun[] = options.modes.map((mode) => ({
     mode,
     peers: options.peers,
     partition: options.partition,
     serial: mode === 'serial',
+    peersPerProcess,
     joinLate: options.joinLate,
   }))
   if (options.centralised !== false) {
-    runs.push({ mode: 'centralised', peers: 1, partition: 'iid', serial: false })
+    runs.push({
+      mode: 'centralised',
+      peers: 1,
+      partition: 'iid',
+      serial: false,
+      peersPerProcess: 1,
+    })
   }
   const summary: SwarmSummary = {
     createdAt: new Date().toISOString(),
@@ -529,6 +668,7 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmSummary> {
     seed: options.seed,
     maxRounds: options.rounds,
     peerArgs: options.peerArgs ?? [],
+    peersPerProcess,
     speedup: null,
   }
   try {

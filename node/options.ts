@@ -30,7 +30,7 @@ const OPTIONS = {
   },
   partition: {
     type: 'string',
-    help: 'iid, dirichlet:ALPHA or classes:K',
+    help: 'iid, dirichlet:ALPHA, classes:K, iid-per-client:N (N random examples per peer) or shards:COUNTxSIZE (label-sorted runs, COUNT/peers per peer)',
     default: DEFAULT_SPEC.partition,
   },
   peers: {

@@ -32,7 +32,8 @@ Options:
   --mode MODE              parallel, serial or both (default: both)
   --rounds N               maximum rounds per mode (default: 20)
   --target FRACTION        test accuracy at which a mode stops (default: 0.97)
-  --partition P            iid, dirichlet:ALPHA or classes:K (default: iid)
+  --partition P            iid, dirichlet:ALPHA, classes:K, iid-per-client:N or
+                           shards:COUNTxSIZE (default: iid)
   --model NAME             ${MODEL_NAMES.join(', ')} (default: mlp)
   --seed N                 seed of weights, shards and shuffles (default: 1)
   --out DIR                run folder (default: runs/<timestamp>)

@@ -99,6 +99,12 @@ const DEFAULT_MAX_ROUNDS = 20
 /** Announcements a late peer makes before it gives up joining. */
 const CATCH_UP_ATTEMPTS = 3
 const STATUS_TIMEOUT_MS = 10_000
+/**
+ * Listed peers dialled per peer exchange: all the others, for a peer that bootstraps from one
+ * member of a swarm of up to 10 peers, and few enough that 100 peers do not head for all 4,950
+ * connections.
+ */
+const EXCHANGE_DIALS = 8
 /** Milliseconds a peer keeps dialling the address of a member it lost, as after a crash or a cut link. */
 const REDIAL_GIVE_UP_MS = 10 * 60_000
 
@@ -280,8 +286,8 @@ export class Peer {
     await handlePeerExchange(this.host, this.topic)
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
-      // A swarm holds at most one member per shard.
-      if (joined) void exchangePeers(this.host, event.detail.peerId, this.spec.peers - 1)
+      // Gossip reaches the peers this one is not connected to, so a few more neighbours do.
+      if (joined) void exchangePeers(this.host, event.detail.peerId, EXCHANGE_DIALS)
       const pending = this.pendingPublication
       if (joined && this.announcedJoin !== undefined) {
         void this.push(event.detail.peerId, this.announcedJoin)
@@ -439,6 +445,12 @@ export class Peer {
         const base = this.trainer.getWeights()
         const baseHash = await hashWeights(base)
         this.snapshot = { round, modelHash: baseHash, weights: base }
+        // A peer counts only members' deltas, and in a swarm where not every pair is connected
+        // a join published before the topic's mesh formed can miss some peers. Announcing it
+        // again each round lets them count this peer's deltas; a member ignores a repeat.
+        if (round > 0 && this.announcedJoin !== undefined) {
+          await this.publishWhole(this.announcedJoin, round)
+        }
 
         const chosen = participants(this.spec.seed, round, this.spec.peers, this.spec.participation)
         const takesPart = chosen.has(this.peerIndex)
@@ -484,7 +496,6 @@ export class Peer {
         const waitStartedAt = Date.now()
         const deadlineMs = deadline.currentMs
         const collected = await this.collector.collect(round, {
-          subscribers: () => this.subscribers(),
           minPeers: this.init.minPeers ?? this.spec.peers,
           deadlineMs,
           signal,

@@ -11,8 +11,6 @@ export interface ReceivedDelta {
 }
 
 export interface CollectOptions {
-  /** Peer ids currently subscribed to the topic, the local peer excluded. */
-  subscribers: () => string[]
   /** Contributions, the local one included, below which a round never closes before its deadline. */
   minPeers: number
   deadlineMs: number
@@ -266,10 +264,13 @@ export class RoundCollector {
     // while it is away.
     let gone = 0
     for (const peerId of this.members.keys()) {
-      if (peerId !== this.localPeerId && !senders.has(peerId) && !awaited(peerId)) gone++
+      if (peerId === this.localPeerId || senders.has(peerId)) continue
+      // Members include peers known only from their join message, whose deltas come through
+      // neighbours, so a swarm need not connect every pair of peers.
+      if (awaited(peerId)) return false
+      gone++
     }
-    if (contributions + gone < options.minPeers) return false
-    return options.subscribers().every((peerId) => senders.has(peerId) || !awaited(peerId))
+    return contributions + gone >= options.minPeers
   }
 
   /** Waits until `round` closes, then moves the collector to the next round. */

@@ -197,7 +197,7 @@ class TurnScheduler {
 /**
  * Largest swarm in which every peer dials all peers started before it, so every pair is
  * connected once before the peers report ready. In a larger swarm each peer dials a few earlier
- * peers (see launchDials) and the peer exchange connects the rest, because 100 peers that dial
+ * peers (see launchDials) and the peer exchange adds a few more, because 100 peers that dial
  * all 4,950 pairs at once saw dials pass libp2p 2.10's 10 s dial timeout on a 2-core machine.
  */
 export const FULL_MESH_PEERS = 16
@@ -212,6 +212,16 @@ export function launchDials(index: number, peers: number): number[] {
   const dials: number[] = []
   for (let step = 1; index - step >= 0; step *= 2) dials.push(index - step)
   return dials
+}
+
+/**
+ * The --min-peers value of every peer: the whole swarm up to FULL_MESH_PEERS, where each peer
+ * connects to every other. In a larger swarm each peer is connected to a few others only, and
+ * 2 makes a peer ready once it has a neighbour. The launcher starts round 0 only when every peer
+ * is ready, and a round waits for every member that announced itself, connected or not.
+ */
+export function launchMinPeers(peers: number): number {
+  return peers <= FULL_MESH_PEERS ? peers : 2
 }
 
 /** Number of listen ports a swarm uses: one per peer, and one more for a late peer. */
@@ -531,7 +541,7 @@ async function runMode(run: ModeRun, options: SwarmOptions): Promise<number> {
     '--peers',
     String(shardCount),
     '--min-peers',
-    String(run.peers),
+    String(launchMinPeers(run.peers)),
     '--peer-index',
     String(peer.index),
     '--rounds',

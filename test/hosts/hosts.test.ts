@@ -387,7 +387,7 @@ describe('peers on hosts of their own', () => {
     for (const [index, { code, output }] of results.entries()) {
       // A peer stopped by SIGTERM exits with 128 + 15, as a shell reports it.
       expect(code, `peer ${index} exit code. Output:\n${output.slice(-3000)}`).toBe(143)
-      expect(output, `peer ${index} output`).toMatch(/peer stopped by SIGTERM/)
+      expect(output, `peer ${index} output`).toMatch(/stopped by SIGTERM/)
     }
 
     for (const [index, during] of roundsDuringCut.entries()) {

@@ -6,14 +6,13 @@ function delta(peerId: string, round: number): ReceivedDelta {
 }
 
 describe('RoundCollector', () => {
-  it('closes a round once every subscriber delivered', async () => {
+  it('closes a round once every member delivered', async () => {
     const collector = new RoundCollector('self')
     const subscribers = ['a', 'b']
     collector.admit(subscribers, 0)
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
     const closing = collector.collect(0, {
-      subscribers: () => subscribers,
       minPeers: 3,
       deadlineMs: 60_000,
     })
@@ -30,12 +29,11 @@ describe('RoundCollector', () => {
     collector.add(delta('a', 1))
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
-    await collector.collect(0, { subscribers: () => ['a'], minPeers: 2, deadlineMs: 60_000 })
+    await collector.collect(0, { minPeers: 2, deadlineMs: 60_000 })
     expect(collector.add(delta('b', 0))).toBe('late')
     expect(collector.lateMessages).toBe(1)
     collector.add(delta('self', 1))
     const next = await collector.collect(1, {
-      subscribers: () => ['a'],
       minPeers: 2,
       deadlineMs: 60_000,
     })
@@ -49,27 +47,35 @@ describe('RoundCollector', () => {
     expect(collector.duplicateMessages).toBe(1)
   })
 
-  it('waits for minPeers even when every subscriber delivered', async () => {
+  it('waits for minPeers even when every member delivered', async () => {
     const collector = new RoundCollector('self')
     collector.add(delta('self', 0))
-    const subscribers: string[] = []
     const closing = collector.collect(0, {
-      subscribers: () => subscribers,
       minPeers: 2,
       deadlineMs: 60_000,
     })
-    subscribers.push('a')
     collector.admit(['a'], 0)
     collector.add(delta('a', 0))
     const round = await closing
     expect(round.contributions).toHaveLength(2)
   })
 
+  it('waits for a member known only from its join', async () => {
+    const collector = new RoundCollector('self')
+    // A peer this one is not connected to, whose join and delta arrive through a neighbour.
+    collector.join('far', 0)
+    collector.add(delta('self', 0))
+    const closing = collector.collect(0, { minPeers: 1, deadlineMs: 60_000 })
+    collector.add(delta('far', 0))
+    const round = await closing
+    expect(round.deadlineHit).toBe(false)
+    expect(round.contributions.map((c) => c.peerId).sort()).toEqual(['far', 'self'])
+  })
+
   it('closes at the deadline with what arrived', async () => {
     const collector = new RoundCollector('self')
     collector.add(delta('self', 0))
     const round = await collector.collect(0, {
-      subscribers: () => ['silent'],
       minPeers: 2,
       deadlineMs: 50,
     })
@@ -83,10 +89,9 @@ describe('RoundCollector', () => {
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
     collector.leave('a', 0)
-    await collector.collect(0, { subscribers: () => ['a'], minPeers: 2, deadlineMs: 60_000 })
+    await collector.collect(0, { minPeers: 2, deadlineMs: 60_000 })
     collector.add(delta('self', 1))
     const next = await collector.collect(1, {
-      subscribers: () => ['a'],
       minPeers: 2,
       deadlineMs: 60_000,
     })
@@ -101,7 +106,6 @@ describe('RoundCollector', () => {
     // The leave may overtake the delta it follows; round 0 must still wait for that delta.
     collector.leave('a', 0)
     const closing = collector.collect(0, {
-      subscribers: () => ['a'],
       minPeers: 2,
       deadlineMs: 60_000,
     })
@@ -129,7 +133,6 @@ describe('RoundCollector membership', () => {
     collector.admit(['a'], 0)
     collector.add(delta('self', 0))
     const closing = collector.collect(0, {
-      subscribers: () => ['a'],
       minPeers: 1,
       deadlineMs: 60_000,
     })
@@ -144,7 +147,6 @@ describe('RoundCollector membership', () => {
     const collector = new RoundCollector('self')
     collector.add(delta('self', 0))
     const round = await collector.collect(0, {
-      subscribers: () => ['newcomer'],
       minPeers: 1,
       deadlineMs: 60_000,
     })
@@ -167,7 +169,6 @@ describe('RoundCollector membership', () => {
     collector.add(delta('self', 0))
     collector.add(delta('stranger', 0))
     const round = await collector.collect(0, {
-      subscribers: () => [],
       minPeers: 1,
       deadlineMs: 60_000,
     })
@@ -180,7 +181,7 @@ describe('RoundCollector absentees', () => {
     const collector = new RoundCollector('self')
     const subscribers = ['a', 'silent']
     collector.admit(subscribers, 0)
-    const options = { subscribers: () => subscribers, minPeers: 3, deadlineMs: 50 }
+    const options = { minPeers: 3, deadlineMs: 50 }
     collector.add(delta('self', 0))
     collector.add(delta('a', 0))
     expect((await collector.collect(0, options)).deadlineHit).toBe(true)
@@ -205,7 +206,7 @@ describe('RoundCollector absentees', () => {
     const collector = new RoundCollector('self')
     collector.admit(['gone'], 0)
     collector.add(delta('self', 0))
-    await collector.collect(0, { subscribers: () => [], minPeers: 2, deadlineMs: 50 })
+    await collector.collect(0, { minPeers: 2, deadlineMs: 50 })
     expect(collector.isAwaited('gone', 3)).toBe(false)
     collector.join('gone', 3)
     expect(collector.isAwaited('gone', 2)).toBe(false)
@@ -231,7 +232,6 @@ describe('RoundCollector latestRound', () => {
     collector.admit(['a'], 0)
     collector.add(delta('self', 0))
     const waiting = collector.collect(0, {
-      subscribers: () => ['a'],
       minPeers: 2,
       deadlineMs: 60_000,
     })

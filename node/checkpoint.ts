@@ -242,7 +242,7 @@ export async function openStateDir(
     if (identity.created) log.info('created the key of peer %s in %s', identity.peerId, stateDir)
     if (checkpoint !== undefined) {
       log.info(
-        'loaded the checkpoint of round %d (model %s) from %s',
+        'loaded the checkpoint taken before round %d (model %s) from %s',
         checkpoint.round,
         checkpoint.modelHash.slice(0, 16),
         stateDir,

@@ -34,7 +34,13 @@ export interface Identity {
  * the folder or when the key file does not decode.
  */
 export async function openIdentity(stateDir: string): Promise<Identity> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  try {
+    await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  } catch (error) {
+    throw new IdentityError(
+      `Cannot use --state-dir ${stateDir}: ${(error as Error).message}. Give a folder path, new or existing, that this user can write`,
+    )
+  }
   const release = lockFolder(stateDir)
   try {
     const { privateKey, created } = await loadOrCreateKey(join(stateDir, KEY_FILE))

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parsePartition } from '../data/index.ts'
@@ -201,7 +202,7 @@ export function peerHelp(): string {
     'and averages the deltas it receives. Every peer of a swarm needs the same --swarm, --model,',
     '--seed, --partition, --peers, --train-samples, --test-samples, --epochs, --batch-size,',
     '--optimizer, --learning-rate, --codec, --aggregation, --clip-norm, --max-message-bytes,',
-    '--participation and --deadline; their hash is part of the topic.',
+    '--participation, --deadline and --deadline-floor; their hash is part of the topic.',
     '',
     'Options:',
   ]
@@ -286,7 +287,9 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
   try {
     parsePartition(partition)
   } catch (error) {
-    throw new UsageError(`Invalid --partition: ${(error as Error).message}`)
+    throw new UsageError(
+      (error as Error).message.replace('Invalid partition', 'Invalid --partition'),
+    )
   }
   const aggregation = text('aggregation') ?? DEFAULT_SPEC.aggregation
   parseAggregation(aggregation, '--aggregation')
@@ -369,10 +372,27 @@ export function parsePeerOptions(argv: string[]): PeerOptions | undefined {
     join: values.join === true,
     dataDir: text('data-dir'),
     verifyData: values['no-verify-data'] !== true,
-    metricsPath: text('metrics'),
+    metricsPath: checkMetricsPath(text('metrics')),
     stateDir: text('state-dir'),
     saveModel: text('save-model'),
     mode: text('mode') ?? 'parallel',
     quiet: values.quiet === true,
   }
+}
+
+/** Rejects a --metrics path that names a folder, before the peer starts and trains. */
+function checkMetricsPath(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined
+  let isFolder = false
+  try {
+    isFolder = statSync(path).isDirectory()
+  } catch {
+    // A path that does not exist yet is created at the first round.
+  }
+  if (isFolder) {
+    throw new UsageError(
+      `Expected --metrics to name a file, got the folder '${path}'; give a file path such as ${path.replace(/\/$/, '')}/peer-0.jsonl`,
+    )
+  }
+  return path
 }

@@ -206,7 +206,7 @@ export async function runPeer(
     sendToLauncher({ type: 'listening', peerIndex, peerId: peer.peerId.toString(), addresses })
     await dialLaunchPeers(peer, (await abortable(dial, signal)).addresses, signal)
   }
-  log.info('waiting for %d peers', options.minPeers)
+  log.info('waiting for %d peers, this one included', options.minPeers)
   await peer.waitForSwarm(signal)
   sendToLauncher({ type: 'ready', peerIndex })
   const origin = startedAt === undefined ? Date.now() : await abortable(startedAt, signal)
@@ -216,7 +216,7 @@ export async function runPeer(
   }
   sendToLauncher({ type: 'done', peerIndex, result })
   log.info(
-    'peer %d finished %d rounds: accuracy %s%, model %s',
+    'peer %d finished after %d round(s): accuracy %s%, model %s',
     peerIndex,
     result.rounds,
     (result.finalAccuracy * 100).toFixed(2),

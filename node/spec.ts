@@ -128,38 +128,38 @@ function requirePositive(name: string, value: number): void {
 export function validateSpec(spec: SwarmSpec): SwarmSpec {
   if (!/^[A-Za-z0-9._-]+$/.test(spec.swarm)) {
     throw new UsageError(
-      `Expected swarm to contain only letters, digits, '.', '_' and '-', got '${spec.swarm}'`,
+      `Expected --swarm to contain only letters, digits, '.', '_' and '-', got '${spec.swarm}'`,
     )
   }
   if (!MODEL_NAMES.includes(spec.model)) {
     throw new UsageError(
-      `Expected model to be one of ${MODEL_NAMES.join(', ')}, got '${spec.model}'`,
+      `Expected --model to be one of ${MODEL_NAMES.join(', ')}, got '${spec.model}'`,
     )
   }
   if (!OPTIMIZER_NAMES.includes(spec.optimizer)) {
     throw new UsageError(
-      `Expected optimizer to be one of ${OPTIMIZER_NAMES.join(', ')}, got '${spec.optimizer}'`,
+      `Expected --optimizer to be one of ${OPTIMIZER_NAMES.join(', ')}, got '${spec.optimizer}'`,
     )
   }
-  requireInteger('seed', spec.seed, 0, 2 ** 32 - 1)
-  requireInteger('peers', spec.peers, 1, 10_000)
-  requireInteger('trainSamples', spec.trainSamples, 1, 60_000)
-  requireInteger('testSamples', spec.testSamples, 1, 10_000)
-  requireInteger('localEpochs', spec.localEpochs, 1, 1000)
-  requireInteger('batchSize', spec.batchSize, 1, 60_000)
-  requirePositive('learningRate', spec.learningRate)
+  requireInteger('--seed', spec.seed, 0, 2 ** 32 - 1)
+  requireInteger('--peers', spec.peers, 1, 10_000)
+  requireInteger('--train-samples', spec.trainSamples, 1, 60_000)
+  requireInteger('--test-samples', spec.testSamples, 1, 10_000)
+  requireInteger('--epochs', spec.localEpochs, 1, 1000)
+  requireInteger('--batch-size', spec.batchSize, 1, 60_000)
+  requirePositive('--learning-rate', spec.learningRate)
   // Below 4 KiB a part's header would take a large share of every message.
-  requireInteger('maxMessageBytes', spec.maxMessageBytes, 4096, 64 * 1024 * 1024)
-  requirePositive('roundDeadlineSeconds', spec.roundDeadlineSeconds)
-  requirePositive('deadlineFloorSeconds', spec.deadlineFloorSeconds)
+  requireInteger('--max-message-bytes', spec.maxMessageBytes, 4096, 64 * 1024 * 1024)
+  requirePositive('--deadline', spec.roundDeadlineSeconds)
+  requirePositive('--deadline-floor', spec.deadlineFloorSeconds)
   if (!(spec.participation > 0 && spec.participation <= 1)) {
     throw new UsageError(
-      `Expected participation to be a fraction in (0, 1], such as 0.1, got ${spec.participation}`,
+      `Expected --participation to be a fraction in (0, 1], such as 0.1, got ${spec.participation}`,
     )
   }
   if (spec.deadlineFloorSeconds > spec.roundDeadlineSeconds) {
     throw new UsageError(
-      `Expected deadlineFloorSeconds (${spec.deadlineFloorSeconds}) to be at most roundDeadlineSeconds (${spec.roundDeadlineSeconds}); lower --deadline-floor or raise --deadline`,
+      `Expected --deadline-floor (${spec.deadlineFloorSeconds}) to be at most --deadline (${spec.roundDeadlineSeconds}); lower --deadline-floor or raise --deadline`,
     )
   }
   try {
@@ -171,7 +171,7 @@ export function validateSpec(spec: SwarmSpec): SwarmSpec {
   }
   if (spec.trainSamples < spec.peers) {
     throw new UsageError(
-      `Expected trainSamples (${spec.trainSamples}) to be at least peers (${spec.peers}), so no shard is empty`,
+      `Expected --train-samples (${spec.trainSamples}) to be at least --peers (${spec.peers}), so no shard is empty`,
     )
   }
   const aggregation = parseAggregation(spec.aggregation)

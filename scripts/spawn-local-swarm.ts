@@ -157,7 +157,9 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
   try {
     parsePartition(partition)
   } catch (error) {
-    throw new UsageError(`Invalid --partition: ${(error as Error).message}`)
+    throw new UsageError(
+      (error as Error).message.replace('Invalid partition', 'Invalid --partition'),
+    )
   }
   const model = (values.model as string | undefined) ?? 'mlp'
   if (!(MODEL_NAMES as readonly string[]).includes(model)) {
@@ -196,7 +198,7 @@ function describeMode(name: string, summary: SwarmSummary['parallel']): string {
   const time =
     summary.timeToTargetSeconds === null
       ? 'target not reached'
-      : `target after ${summary.timeToTargetSeconds.toFixed(1)} s (round ${summary.roundsToTarget})`
+      : `target after ${summary.timeToTargetSeconds.toFixed(1)} s (${summary.roundsToTarget} rounds)`
   return `  ${name.padEnd(12)} ${time}, final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}%\n`
 }
 

@@ -71,7 +71,7 @@ describe('npm run peer', () => {
     const third = startPeer([...common, '--peer-index', '2', '--bootstrap', firstAddress])
     const results = await Promise.all([first.exited, second.exited, third.exited])
     const hashes = results.map(
-      ({ output }) => /finished 1 rounds: .*model ([0-9a-f]{64})/.exec(output)?.[1],
+      ({ output }) => /finished after 1 round\(s\): .*model ([0-9a-f]{64})/.exec(output)?.[1],
     )
     for (const { code } of results) expect(code).toBe(0)
     for (const { output } of results) expect(output).toMatch(/contributors 3 /)

@@ -319,7 +319,7 @@ describe('npm run peer --state-dir', () => {
     expect((await restarted.waitFor(/peer (\S+) listening on/))[1]).toBe(victimId)
     const results = await Promise.all([...survivors, restarted].map((peer) => peer.exited))
     for (const { code } of results) expect(code).toBe(0)
-    expect(results[3]?.output).toMatch(/loaded the checkpoint of round/)
+    expect(results[3]?.output).toMatch(/loaded the checkpoint taken before round/)
     expect(results[3]?.output).toMatch(/joins at round \d+/)
     const rejoinSeconds = ((await rejoinedAt) - killedAt) / 1000
 

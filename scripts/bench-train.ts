@@ -4,11 +4,11 @@ import { dirname } from 'node:path'
 import * as tf from '@tensorflow/tfjs'
 import { loadMnist, type Mnist } from '../data/index.ts'
 import { type BackendName, selectBackend } from '../node/backend.ts'
-import { setQuiet } from '../node/log.ts'
 import { buildModel } from '../node/model.ts'
 import type { ModelName } from '../node/spec.ts'
 import type { Examples } from '../node/trainer.ts'
-import { BenchProgress, progressStyle } from './lib/bench-progress.ts'
+import { runBenchmark } from './lib/bench-main.ts'
+import type { BenchProgress } from './lib/bench-progress.ts'
 import {
   firstExamples,
   forwardFlopsPerSample,
@@ -32,11 +32,6 @@ import {
   type TrainCell,
 } from './lib/bench-train-report.ts'
 import { writeFileAtomic } from './lib/write-atomic.ts'
-
-const EXIT_USAGE = 2
-
-/** Errors caused by an option value or missing data, which exit with code 2. */
-const USAGE_ERRORS = new Set([TrainBenchUsageError.name, 'MnistNotFoundError', 'MnistDigestError'])
 
 /** Loads every requested backend once and records why each one that failed could not load. */
 async function loadBackends(names: BackendName[]): Promise<BackendStatus[]> {
@@ -142,68 +137,41 @@ async function measure(
   return cells
 }
 
-async function main(argv: string[]): Promise<number> {
-  const options = parseTrainBenchOptions(argv)
-  if (options === undefined) {
-    process.stdout.write(`${TRAIN_BENCH_HELP}\n`)
-    return 0
+/** Measures every requested model, backend and batch size, then prints and writes the report. */
+async function run(
+  options: TrainBenchOptions,
+  progress: BenchProgress,
+  signal: AbortSignal,
+): Promise<number> {
+  progress.show('loading MNIST')
+  const mnist = loadMnist()
+  const createdAt = new Date().toISOString()
+  progress.show('loading backends')
+  const backends = await loadBackends(options.backends)
+  const loaded = backends.filter((backend) => backend.loaded).map((backend) => backend.name)
+  if (loaded.length === 0) {
+    throw new TrainBenchUsageError(
+      `None of the backends ${options.backends.join(', ')} could load: ${backends.map((b) => b.reason).join('; ')}`,
+    )
   }
-  setQuiet(true)
-  const progress = new BenchProgress(progressStyle())
-  const shutdown = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: stopping the benchmark\n`)
-    shutdown.abort(new Error(`stopped by ${signal}`))
-    process.exitCode = signal === 'SIGINT' ? 130 : 143
+  const cells = await measure(options, mnist, loaded, progress, signal)
+  progress.done()
+  const { out, ...settings } = options
+  const report: TrainBenchReport = {
+    createdAt,
+    nodeVersion: process.version,
+    settings,
+    backends,
+    cells,
+    checks: evaluateTrainChecks(cells),
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-
-  try {
-    progress.show('loading MNIST')
-    const mnist = loadMnist()
-    const createdAt = new Date().toISOString()
-    progress.show('loading backends')
-    const backends = await loadBackends(options.backends)
-    const loaded = backends.filter((backend) => backend.loaded).map((backend) => backend.name)
-    if (loaded.length === 0) {
-      throw new TrainBenchUsageError(
-        `None of the backends ${options.backends.join(', ')} could load: ${backends.map((b) => b.reason).join('; ')}`,
-      )
-    }
-    const cells = await measure(options, mnist, loaded, progress, shutdown.signal)
-    progress.done()
-    const { out, ...settings } = options
-    const report: TrainBenchReport = {
-      createdAt,
-      nodeVersion: process.version,
-      settings,
-      backends,
-      cells,
-      checks: evaluateTrainChecks(cells),
-    }
-    mkdirSync(dirname(out), { recursive: true })
-    writeFileAtomic(out, `${JSON.stringify(report, null, 2)}\n`)
-    process.stdout.write(formatTrainReport(report, out))
-    return 0
-  } finally {
-    progress.done()
-  }
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileAtomic(out, `${JSON.stringify(report, null, 2)}\n`)
+  process.stdout.write(formatTrainReport(report, out))
+  return 0
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode ??= code
-  },
-  (error: unknown) => {
-    if (error instanceof Error && USAGE_ERRORS.has(error.name)) {
-      process.stderr.write(`${error.message}\n`)
-      process.exitCode = EXIT_USAGE
-      return
-    }
-    // After SIGINT or SIGTERM the exit code is set and the abort error needs no stack.
-    if (process.exitCode !== undefined) return
-    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : error}\n`)
-    process.exitCode = 1
-  },
+runBenchmark(
+  { parse: parseTrainBenchOptions, help: TRAIN_BENCH_HELP, measure: run },
+  process.argv.slice(2),
 )

@@ -3,18 +3,13 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { loadMnist } from '../data/index.ts'
 import { selectBackend } from '../node/backend.ts'
-import { setQuiet } from '../node/log.ts'
 import type { RoundMetrics } from '../node/metrics.ts'
 import { accuracySpec, runAccuracySwarms } from './lib/bench-accuracy.ts'
 import { measureCodecs, trainOneDelta } from './lib/bench-codecs.ts'
 import { runGossipBenchmark } from './lib/bench-gossip.ts'
-import {
-  BENCH_HELP,
-  type BenchOptions,
-  BenchUsageError,
-  parseBenchOptions,
-} from './lib/bench-options.ts'
-import { BenchProgress, progressStyle } from './lib/bench-progress.ts'
+import { runBenchmark } from './lib/bench-main.ts'
+import { BENCH_HELP, type BenchOptions, parseBenchOptions } from './lib/bench-options.ts'
+import type { BenchProgress } from './lib/bench-progress.ts'
 import {
   type BenchReport,
   combineCodecResults,
@@ -22,17 +17,6 @@ import {
   formatReport,
 } from './lib/bench-report.ts'
 import { writeFileAtomic } from './lib/write-atomic.ts'
-
-const EXIT_USAGE = 2
-
-/** Errors caused by an option value, a missing package or missing data: exit code 2. */
-const USAGE_ERRORS = new Set([
-  BenchUsageError.name,
-  'UsageError',
-  'BackendUnavailableError',
-  'MnistNotFoundError',
-  'MnistDigestError',
-])
 
 /** Reports a round once every peer of the swarm has finished it. */
 function roundReporter(
@@ -69,31 +53,6 @@ function codecRoundReporter(
       reporters.set(codec, report)
     }
     report(metrics)
-  }
-}
-
-async function main(argv: string[]): Promise<number> {
-  const options = parseBenchOptions(argv)
-  if (options === undefined) {
-    process.stdout.write(`${BENCH_HELP}\n`)
-    return 0
-  }
-  // Peers would log each round at info level, but the benchmark reports progress itself.
-  setQuiet(true)
-  const progress = new BenchProgress(progressStyle())
-  const shutdown = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: stopping the benchmark\n`)
-    shutdown.abort(new Error(`stopped by ${signal}`))
-    process.exitCode = signal === 'SIGINT' ? 130 : 143
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-
-  try {
-    return await measure(options, progress, shutdown.signal)
-  } finally {
-    progress.done()
   }
 }
 
@@ -159,19 +118,7 @@ async function measure(
   return 0
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode ??= code
-  },
-  (error: unknown) => {
-    if (error instanceof Error && USAGE_ERRORS.has(error.name)) {
-      process.stderr.write(`${error.message}\n`)
-      process.exitCode = EXIT_USAGE
-      return
-    }
-    // After SIGINT or SIGTERM the exit code is set and the abort error needs no stack.
-    if (process.exitCode !== undefined) return
-    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : error}\n`)
-    process.exitCode = 1
-  },
+runBenchmark(
+  { parse: parseBenchOptions, help: BENCH_HELP, measure: measure },
+  process.argv.slice(2),
 )

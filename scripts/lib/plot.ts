@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 import { Resvg } from '@resvg/resvg-js'
 import * as vega from 'vega'
-import { compile } from 'vega-lite'
+import { compile, type TopLevelSpec } from 'vega-lite'
 import { buildConvergenceSpec, type ModeResult } from './convergence-spec.ts'
 import {
   MODES,
@@ -105,6 +105,18 @@ export async function renderConvergence(
     ...(run === undefined ? {} : { run }),
   })
 
+  return renderChart(spec, runDir, 'convergence')
+}
+
+/**
+ * Renders a Vega-Lite chart to FOLDER/NAME.svg and to FOLDER/NAME.png, PNG_WIDTH pixels wide,
+ * and returns both paths.
+ */
+export async function renderChart(
+  spec: TopLevelSpec,
+  folder: string,
+  name: string,
+): Promise<{ svgPath: string; pngPath: string }> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })
   let svg: string
   try {
@@ -112,7 +124,7 @@ export async function renderConvergence(
   } finally {
     view.finalize()
   }
-  const svgPath = join(runDir, 'convergence.svg')
+  const svgPath = join(folder, `${name}.svg`)
   writeFileAtomic(svgPath, svg)
 
   // NOTE: resvg 2.6 draws text only in fonts it has loaded. Without DejaVu Sans it substitutes
@@ -125,7 +137,7 @@ export async function renderConvergence(
   })
     .render()
     .asPng()
-  const pngPath = join(runDir, 'convergence.png')
+  const pngPath = join(folder, `${name}.png`)
   writeFileAtomic(pngPath, png)
   return { svgPath, pngPath }
 }

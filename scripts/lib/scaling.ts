@@ -1,11 +1,8 @@
 // The scaling experiment: time to target against peer count, in parallel and serial mode.
 import { join } from 'node:path'
-import { Resvg } from '@resvg/resvg-js'
-import * as vega from 'vega'
-import { compile, type TopLevelSpec } from 'vega-lite'
+import type { TopLevelSpec } from 'vega-lite'
 import { type LaunchMode, runSwarm, type SwarmSummary } from './launcher.ts'
-import { PNG_WIDTH } from './plot.ts'
-import { writeFileAtomic } from './write-atomic.ts'
+import { renderChart } from './plot.ts'
 
 export const SCALING_MODES: LaunchMode[] = ['parallel', 'serial']
 
@@ -96,25 +93,7 @@ export async function renderScaling(
       color: { field: 'mode', type: 'nominal', title: 'mode' },
     },
   }
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })
-  let svg: string
-  try {
-    svg = await view.toSVG()
-  } finally {
-    view.finalize()
-  }
-  const svgPath = join(folder, 'scaling.svg')
-  writeFileAtomic(svgPath, svg)
-  const png = new Resvg(svg, {
-    fitTo: { mode: 'width', value: PNG_WIDTH },
-    background: 'white',
-    font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
-  })
-    .render()
-    .asPng()
-  const pngPath = join(folder, 'scaling.png')
-  writeFileAtomic(pngPath, png)
-  return { svgPath, pngPath }
+  return renderChart(spec, folder, 'scaling')
 }
 
 function seconds(value: number | null): string {

@@ -12,9 +12,9 @@ import { deriveSeed, Random, sampleDirichlet, shuffleInPlace } from './random.ts
  * A rule for splitting the training set into shards. `iid` deals shuffled examples evenly,
  * `dirichlet` gives each peer Dir(alpha) proportions of every class (small alpha gives strong
  * label skew), and `classes` gives each peer examples of `classesPerPeer` digit classes only.
- * The two partitions of the federated averaging paper (McMahan et al., 2017): `iid-per-client`
- * gives each peer `size` random examples, and `shards` sorts the examples by label, cuts them
- * into `count` runs of `size` and deals each peer `count / peers` runs drawn at random.
+ * McMahan et al. (2017) used two more: `iid-per-client` gives each peer `size` random examples.
+ * `shards` sorts the examples by label, cuts them into `count` runs of `size` and deals each
+ * peer `count / peers` runs drawn at random.
  */
 export type Partition =
   | { kind: 'iid' }
@@ -170,7 +170,7 @@ export function shardSizes(
   return sizes
 }
 
-/** Throws PartitionError unless the training set holds the `needed` examples. */
+/** Throws PartitionError unless the training set contains the `needed` examples. */
 function requireExamples(needed: number, count: number, partition: Partition, peers: number) {
   if (needed <= count) return
   throw new PartitionError(

@@ -2,16 +2,16 @@ import { deriveSeed } from '../data/index.ts'
 
 const UINT32_RANGE = 2 ** 32
 
-/** A peer's draw for a round: uniform in [0, 1) from (seed, round, peer index). */
+/** Returns a peer's draw for a round: uniform in [0, 1) from (seed, round, peer index). */
 function draw(seed: number, round: number, peerIndex: number): number {
   return deriveSeed(seed, `participation:${peerIndex}`, round) / UINT32_RANGE
 }
 
 /**
  * Returns the shard indices that train and publish in `round` when a fraction `participation`
- * of the peers takes part: those whose draw falls below it, or, when none does, the one with
- * the lowest draw, so that every round has a participant. Every peer computes the same set
- * from the spec, without asking anyone.
+ * of the peers takes part. These are the peers whose draw is below it. When there are none, the
+ * peer with the lowest draw takes part, so every round has a participant. Every peer computes
+ * the same set from the spec, without a request to any other peer.
  */
 export function participants(
   seed: number,

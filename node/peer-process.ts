@@ -63,7 +63,7 @@ export function nextLauncherMessage<T extends LauncherToPeer['type']>(
   })
 }
 
-/** A gate that requests every compute turn of peer `peerIndex` from the launcher. */
+/** Returns a gate that requests every compute turn of peer `peerIndex` from the launcher. */
 function launcherGate(peerIndex: number): TurnGate {
   return {
     async acquire(kind, round) {

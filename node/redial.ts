@@ -26,7 +26,7 @@ export interface RedialInit {
 /**
  * Dials the listen addresses of every peer whose connection closed, without its peer id, until a
  * connection forms or `giveUpMs` passes. A peer restarted on the same address is reached again
- * whether it kept its key or came back with a new one, even when it knows no address to dial.
+ * whether it kept its key or came back with a new one, even when it has no address to dial.
  */
 export function redialLostPeers(host: Host, init: RedialInit): void {
   host.addEventListener('peer:disconnect', (event) => {

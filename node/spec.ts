@@ -78,9 +78,9 @@ export interface SwarmSpec {
   deadlineFloorSeconds: number
   /**
    * Fraction of the peers that train and publish in each round, in (0, 1]. In round r the
-   * peer of shard i takes part when a draw from (seed, r, i) falls below it (see
-   * participation.ts), so every peer knows the round's participants without asking; the others
-   * apply the participants' deltas. @default 1
+   * peer of shard i takes part when a draw from (seed, r, i) is below it (see participation.ts).
+   * So every peer computes the round's participants without a request, and the others apply
+   * the participants' deltas. @default 1
    */
   participation: number
 }

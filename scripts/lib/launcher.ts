@@ -197,14 +197,14 @@ class TurnScheduler {
 /**
  * Largest swarm in which every peer dials all peers started before it, so every pair is
  * connected once before the peers report ready. In a larger swarm each peer dials a few earlier
- * peers (see launchDials) and the peer exchange adds a few more, because 100 peers that dial
- * all 4,950 pairs at once saw dials pass libp2p 2.10's 10 s dial timeout on a 2-core machine.
+ * peers (see launchDials), and the peer exchange adds a few more. When 100 peers dialled all
+ * 4,950 pairs at once on a 2-core machine, dials passed libp2p 2.10's 10 s dial timeout.
  */
 export const FULL_MESH_PEERS = 16
 
 /**
  * Returns the earlier peers that peer `index` of a swarm of `peers` dials at launch: all of them
- * up to FULL_MESH_PEERS peers, otherwise index - 1, index - 2, index - 4 and so on, which
+ * up to FULL_MESH_PEERS peers, otherwise index - 1, index - 2, index - 4 and so on. That
  * connects the swarm with paths of about log2(peers) hops and about log2(index) + 1 dials each.
  */
 export function launchDials(index: number, peers: number): number[] {
@@ -215,10 +215,10 @@ export function launchDials(index: number, peers: number): number[] {
 }
 
 /**
- * The --min-peers value of every peer: the whole swarm up to FULL_MESH_PEERS, where each peer
- * connects to every other. In a larger swarm each peer is connected to a few others only, and
- * 2 makes a peer ready once it has a neighbour. The launcher starts round 0 only when every peer
- * is ready, and a round waits for every member that announced itself, connected or not.
+ * Returns the --min-peers value of every peer: the whole swarm up to FULL_MESH_PEERS, where each
+ * peer connects to every other. In a larger swarm a peer connects to a few others only, so 2
+ * makes it ready once it has a neighbour. Round 0 starts only when every peer is ready, and a
+ * round waits for every member that announced itself, connected or not.
  */
 export function launchMinPeers(peers: number): number {
   return peers <= FULL_MESH_PEERS ? peers : 2

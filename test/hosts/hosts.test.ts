@@ -331,8 +331,8 @@ describe('peers on hosts of their own', () => {
         return (before.at(-1)?.round ?? -1) + 1
       }),
     )
-    // A peer that downloads the model of round R holds the others' model after round R - 1,
-    // though it trained no round R - 1 and wrote no line for it.
+    // A peer that downloads the model of round R has the others' model after round R - 1,
+    // although it trained no round R - 1 and wrote no line for it.
     const downloads = results.map(({ output }) => {
       const held = new Map<number, string>()
       for (const match of output.matchAll(

@@ -46,7 +46,7 @@ describe('a peer whose model diverged', () => {
     expect(second).toEqual(first)
     // Round 0 averaged the same deltas onto another base, so peer 2 still differed after it.
     expect(third.get(0)).not.toBe(first.get(0))
-    // It skips at most the round of its download, then holds the swarm's model.
+    // It skips at most the round of its download, then has the swarm's model.
     const after = [...third.keys()].filter((round) => round > 0)
     expect(after[0]).toBeLessThanOrEqual(2)
     for (const round of after) expect(third.get(round), `round ${round}`).toBe(first.get(round))

@@ -2,7 +2,7 @@ import type { GossipSub } from '@chainsafe/libp2p-gossipsub'
 import { describe, expect, it } from 'vitest'
 import { createHost, type Host } from '../../node/host.ts'
 
-/** Resolves once `host` knows `count` subscribers of `topic`. */
+/** Resolves once `host` has `count` subscribers of `topic`. */
 async function waitForSubscribers(host: Host, topic: string, count: number): Promise<void> {
   const pubsub = host.services.pubsub
   while (pubsub.getSubscribers(topic).length < count) {

@@ -33,7 +33,7 @@ describe('the peer exchange', () => {
       })
       await asker.dial(multiaddr(liar.getMultiaddrs()[0]?.toString() ?? ''))
       await exchangePeers(asker, liar.peerId, 3)
-      // exchangePeers starts its dials before it returns, so the queue holds all of them.
+      // exchangePeers starts its dials before it returns, so the queue contains all of them.
       expect(asker.getDialQueue()).toHaveLength(3)
       while (sockets.length < 3) await once(server, 'connection')
       expect(sockets).toHaveLength(3)

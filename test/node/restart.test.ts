@@ -357,7 +357,7 @@ describe('npm run peer --state-dir', () => {
     )
   })
 
-  it('is dialled again when it comes back on its address with a new key', async () => {
+  it('is redialled after a restart with a new key', async () => {
     const common = [
       '--swarm',
       'redial',

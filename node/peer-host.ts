@@ -1,7 +1,7 @@
 // A process that hosts several peers, each with its own libp2p node, keys, shard and model. The
-// MNIST files and the TensorFlow.js backend load once and serve every peer of the process. The
-// peers still talk to each other only through libp2p, over loopback TCP like peers in separate
-// processes. The launcher starts it; see node/ipc.ts for the messages.
+// MNIST files, the TensorFlow.js backend and the test set (see test-set.ts) load once and serve
+// every peer of the process. The peers still talk to each other only through libp2p, over
+// loopback TCP like peers in separate processes. The launcher starts it; see node/ipc.ts for the messages.
 
 import { loadMnist } from '../data/index.ts'
 import { selectBackend } from './backend.ts'
@@ -19,6 +19,7 @@ import {
   runPeer,
   runPeerProcess,
 } from './peer-process.ts'
+import { SharedTestSet } from './test-set.ts'
 
 const HELP = `Usage: node node/peer-host.ts PEER_OPTIONS [${NEXT_PEER} PEER_OPTIONS]...
 
@@ -91,12 +92,13 @@ async function main(argv: string[], context: PeerProcessContext): Promise<number
       }
     }
     const mnist = loadMnist({ dataDir: first.dataDir, verifyDigests: first.verifyData })
+    const testSet = new SharedTestSet(mnist)
     const backend = await selectBackend(first.backend)
     // Every peer is created before any reports its addresses, so a peer that cannot listen fails
     // the process before the launcher sends dials to the others.
     for (const [i, options] of all.entries()) {
       try {
-        peers.push(await createPeer(options, { state: states[i], mnist, backend }))
+        peers.push(await createPeer(options, { state: states[i], mnist, testSet, backend }))
       } catch (error) {
         throw new HostedPeerError(options.peerIndex, error)
       }

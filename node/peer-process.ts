@@ -12,6 +12,7 @@ import { log } from './log.ts'
 import type { RoundMetrics } from './metrics.ts'
 import type { PeerOptions } from './options.ts'
 import { Peer, type PeerResult, type TurnGate } from './peer.ts'
+import type { SharedTestSet } from './test-set.ts'
 
 export const EXIT_USAGE = 2
 /** Attempts at the launcher's dials before a failed dial fails the peer. */
@@ -117,6 +118,8 @@ export async function preparePeer(options: PeerOptions): Promise<StateDir | unde
 export interface PeerResources {
   state: StateDir | undefined
   mnist: Mnist
+  /** Shared by the peers of one process. @default a test set of the peer's own */
+  testSet?: SharedTestSet
   backend: BackendName
 }
 
@@ -129,12 +132,13 @@ export function createPeer(
   resources: PeerResources,
   printRound?: (metrics: RoundMetrics) => void,
 ): Promise<Peer> {
-  const { state, mnist, backend } = resources
+  const { state, mnist, testSet, backend } = resources
   const peerIndex = options.peerIndex
   return Peer.create({
     spec: options.spec,
     peerIndex,
     mnist,
+    testSet,
     backend,
     host: {
       listen: options.listen,

@@ -34,6 +34,7 @@ import { redialLostPeers } from './redial.ts'
 import { RoundCollector, voteOnBase } from './round-collector.ts'
 import { hashSpec, type SwarmSpec } from './spec.ts'
 import { fetchState, handleStateRequests, queryStatus } from './state-sync.ts'
+import { SharedTestSet } from './test-set.ts'
 import { Trainer, toExamples } from './trainer.ts'
 
 /** Grants compute turns; the serial launch mode lets one peer of a machine compute at a time. */
@@ -47,6 +48,11 @@ export interface PeerInit {
   /** This peer's shard, 0 to spec.peers - 1. */
   peerIndex: number
   mnist: Mnist
+  /**
+   * Test images and results shared with the other peers of this process.
+   * @default a test set of this peer's own
+   */
+  testSet?: SharedTestSet
   backend: BackendName
   /** libp2p settings: addresses, discovery, identity and the swarm key of a private swarm. */
   host?: HostInit
@@ -105,6 +111,14 @@ const STATUS_TIMEOUT_MS = 10_000
  * connections.
  */
 const EXCHANGE_DIALS = 8
+/**
+ * Connections above which a peer stops asking new subscribers for their peer lists: gossipsub's
+ * largest mesh (Dhi). Without a bound, each dial of an exchange brought a new subscriber and
+ * another exchange, until all 100 peers of a launch were connected to each other. Each publication
+ * then went to all 99 (gossipsub publishes to every connected subscriber). On two cores, rounds of
+ * about 10 int8 deltas took 35 to 70 s before the bound and 24 to 44 s after it.
+ */
+const EXCHANGE_BELOW_CONNECTIONS = 12
 /** Milliseconds a peer keeps dialling the address of a member it lost, as after a crash or a cut link. */
 const REDIAL_GIVE_UP_MS = 10 * 60_000
 
@@ -129,6 +143,7 @@ export class Peer {
   private readonly deltaBytes: number
   private readonly inbox: Inbox
   private readonly encoder: DeltaEncoder
+  private readonly testSet: SharedTestSet
   private pendingPublication: { round: number; bytes: Uint8Array } | undefined
   /** This peer's join message, pushed to every subscriber that appears until it leaves. */
   private announcedJoin: Uint8Array | undefined
@@ -150,6 +165,7 @@ export class Peer {
     this.aggregation = parseAggregation(init.spec.aggregation)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
     this.collector = new RoundCollector(host.peerId.toString())
+    this.testSet = init.testSet ?? new SharedTestSet(init.mnist)
     const codec = parseCodec(init.spec.codec)
     this.deltaBytes = encodedDeltaSize(trainer.shapes, codec)
     this.encoder = new DeltaEncoder(codec, this.specHash, trainer.shapes)
@@ -174,15 +190,13 @@ export class Peer {
     const shardOptions = { seed: spec.seed, peers: spec.peers, index: init.peerIndex }
     const rows = shardIndices(trainLabels, partition, shardOptions)
     const shard = toExamples(mnist.train.images, mnist.train.labels, rows)
-    const test = toExamples(
-      mnist.test.images.subarray(0, spec.testSamples * 784),
-      mnist.test.labels.subarray(0, spec.testSamples),
-    )
+    const testSet = init.testSet ?? new SharedTestSet(mnist)
+    const test = testSet.examples(spec.testSamples)
     const maxSampleCount = Math.max(...shardSizes(trainLabels, partition, shardOptions))
     const trainer = new Trainer(spec, shard, test, init.peerIndex)
     if (init.resume !== undefined) trainer.setWeights(init.resume.weights)
     const host = await createHost({ ...init.host, maxMessageBytes: spec.maxMessageBytes })
-    const peer = new Peer(init, host, trainer, maxSampleCount)
+    const peer = new Peer({ ...init, testSet }, host, trainer, maxSampleCount)
     await peer.attach()
     return peer
   }
@@ -287,7 +301,11 @@ export class Peer {
     pubsub.addEventListener('subscription-change', (event) => {
       const joined = event.detail.subscriptions.some((s) => s.topic === this.topic && s.subscribe)
       // Gossip reaches the peers this one is not connected to, so a few more neighbours do.
-      if (joined) void exchangePeers(this.host, event.detail.peerId, EXCHANGE_DIALS)
+      const connections = this.host.getConnections().length
+      if (joined && connections < EXCHANGE_BELOW_CONNECTIONS) {
+        const dials = Math.min(EXCHANGE_DIALS, EXCHANGE_BELOW_CONNECTIONS - connections)
+        void exchangePeers(this.host, event.detail.peerId, dials)
+      }
       const pending = this.pendingPublication
       if (joined && this.announcedJoin !== undefined) {
         void this.push(event.detail.peerId, this.announcedJoin)
@@ -552,14 +570,22 @@ export class Peer {
         const aggregateMs = performance.now() - aggregateStart
 
         const evaluateTurn = performance.now()
-        await gate?.acquire('evaluate', round)
-        const evaluateStart = performance.now()
-        turnWaitMs += evaluateStart - evaluateTurn
-        let evaluation: { accuracy: number; loss: number }
-        try {
-          evaluation = this.trainer.evaluate()
-        } finally {
-          gate?.release()
+        let evaluation = this.testSet.lookup(modelHash, this.spec.testSamples)
+        let evaluateStart = evaluateTurn
+        if (evaluation === undefined) {
+          await gate?.acquire('evaluate', round)
+          evaluateStart = performance.now()
+          turnWaitMs += evaluateStart - evaluateTurn
+          try {
+            // Another peer of this process may have evaluated the model during the wait.
+            evaluation = this.testSet.lookup(modelHash, this.spec.testSamples)
+            if (evaluation === undefined) {
+              evaluation = this.trainer.evaluate()
+              this.testSet.remember(modelHash, this.spec.testSamples, evaluation)
+            }
+          } finally {
+            gate?.release()
+          }
         }
         const evaluateMs = performance.now() - evaluateStart
 

@@ -4,7 +4,18 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import type { FedAvgResult } from '../../scripts/lib/fedavg.ts'
 import type { ScalingResult } from '../../scripts/lib/scaling.ts'
+
+/** Whether @tensorflow/tfjs-node-gpu is installed, so fedavg-cnn-iid would start 100 peers. */
+function hasGpuPackage(): boolean {
+  try {
+    import.meta.resolve('@tensorflow/tfjs-node-gpu')
+    return true
+  } catch {
+    return false
+  }
+}
 
 const EXPERIMENT = resolve(import.meta.dirname, '../../scripts/experiment.ts')
 const folders: string[] = []
@@ -71,12 +82,80 @@ describe('npm run experiment', () => {
     expect(statSync(join(out, 'peers-2', 'summary.json')).size).toBeGreaterThan(0)
   }, 120_000)
 
-  it('exits 2 naming a bad experiment or peer count', async () => {
-    const unknown = await runExperiment(['fedavg-2nn-iid'])
+  it('exits 2 naming a bad experiment, peer count or option', async () => {
+    const unknown = await runExperiment(['fedavg-9nn'])
     expect(unknown.code).toBe(2)
-    expect(unknown.output).toMatch(/Expected one experiment name, scaling, got 'fedavg-2nn-iid'/)
+    expect(unknown.output).toMatch(
+      /Expected one experiment name, scaling, fedavg-2nn-iid, fedavg-2nn-noniid, fedavg-cnn-iid, got 'fedavg-9nn'/,
+    )
     const counts = await runExperiment(['scaling', '--peer-counts', '1,0'])
     expect(counts.code).toBe(2)
     expect(counts.output).toMatch(/--peer-counts.*got '1,0'/)
+    const foreign = await runExperiment(['fedavg-2nn-iid', '--peer-counts', '1,2'])
+    expect(foreign.code).toBe(2)
+    expect(foreign.output).toMatch(/--peer-counts does not apply to fedavg-2nn-iid/)
+    const rates = await runExperiment(['fedavg-2nn-iid', '--learning-rates', '0.1,-1'])
+    expect(rates.code).toBe(2)
+    expect(rates.output).toMatch(/--learning-rates.*got '0.1,-1'/)
   })
+  it('searches learning rates, then runs the best one and reports it beside the paper', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-'))
+    folders.push(out)
+    const { code, output } = await runExperiment([
+      'fedavg-2nn-iid',
+      '--peers',
+      '4',
+      '--peers-per-process',
+      '2',
+      '--learning-rates',
+      '0.001,0.2',
+      '--grid-rounds',
+      '1',
+      '--rounds',
+      '2',
+      '--out',
+      out,
+      '--',
+      '--test-samples',
+      '500',
+      '--no-verify-data',
+      '--backend',
+      'wasm',
+    ])
+    expect(code, output).toBe(0)
+
+    const result = JSON.parse(readFileSync(join(out, 'fedavg.json'), 'utf8')) as FedAvgResult
+    expect(result.grid.map((trial) => trial.learningRate)).toEqual([0.001, 0.2])
+    const [slow, fast] = result.grid as [FedAvgResult['grid'][0], FedAvgResult['grid'][0]]
+    // One round of 60 SGD steps at rate 0.001 barely moves the model; at 0.2 it passes 50%.
+    expect(fast.finalAccuracy).toBeGreaterThan(0.5)
+    expect(slow.finalAccuracy).toBeLessThan(fast.finalAccuracy)
+    expect(result.learningRate).toBe(0.2)
+    expect(result.series.map((point) => [point.round, point.peers])).toEqual([
+      [0, 4],
+      [1, 4],
+    ])
+    expect(result.series[1]?.accuracy).toBeGreaterThan(0.5)
+
+    const report = readFileSync(join(out, 'report.md'), 'utf8')
+    expect(report).toMatch(/^\| 0\.001 \| not reached \| \d+\.\d\d% \|$/m)
+    expect(report).toMatch(/^\| this swarm, learning rate 0\.2 \| not reached in 2 \| - \|$/m)
+    expect(report).toMatch(/^\| paper \| 87 \| - \|$/m)
+    expect(statSync(join(out, 'accuracy.png')).size).toBeGreaterThan(1000)
+  }, 180_000)
+
+  it.skipIf(hasGpuPackage())(
+    'writes a report that says why fedavg-cnn-iid did not run without a GPU backend',
+    async () => {
+      const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-cnn-'))
+      folders.push(out)
+      const { code, output } = await runExperiment(['fedavg-cnn-iid', '--out', out])
+      expect(code, output).toBe(1)
+      expect(output).toMatch(/fedavg-cnn-iid was not run: Backend 'tensorflow-gpu' could not load/)
+      const report = readFileSync(join(out, 'report.md'), 'utf8')
+      expect(report).toMatch(/^## Not run$/m)
+      expect(report).toMatch(/npm install @tensorflow\/tfjs-node-gpu/)
+    },
+    60_000,
+  )
 })

@@ -1,0 +1,341 @@
+// The FedAvg experiments: the MNIST settings of McMahan et al., "Communication-Efficient Learning
+// of Deep Networks from Decentralized Data" (AISTATS 2017), run by a swarm of 100 peers.
+import { join } from 'node:path'
+import type { TopLevelSpec } from 'vega-lite'
+import { type BackendChoice, selectBackend } from '../../node/backend.ts'
+import { runSwarm } from './launcher.ts'
+import { renderChart } from './plot.ts'
+import { type RoundPoint, readModeMetrics, roundSeries } from './run-folder.ts'
+
+export interface FedAvgSetting {
+  /** What the experiment reproduces, for the report's title. */
+  title: string
+  model: 'mlp' | 'cnn'
+  partition: string
+  /** Clients, one peer each. */
+  peers: number
+  /** Fraction C of the clients that train in each round. */
+  participation: number
+  /** Local epochs E. */
+  localEpochs: number
+  /** Mini-batch size B. */
+  batchSize: number
+  target: number
+  /** Rounds the paper needed to reach the target with this setting. */
+  paperRounds: number
+  /** Where the paper gives that figure. */
+  paperSource: string
+  /** Learning rates searched when the command line gives none. */
+  learningRates: number[]
+  /** The paper's CNN needs a GPU to finish here in hours rather than days. */
+  needsGpu: boolean
+}
+
+const PAPER = 'McMahan et al. 2017'
+
+export const FEDAVG_SETTINGS = {
+  'fedavg-2nn-iid': {
+    title: '2NN on IID data',
+    model: 'mlp',
+    partition: 'iid-per-client:600',
+    peers: 100,
+    participation: 0.1,
+    localEpochs: 1,
+    batchSize: 10,
+    target: 0.97,
+    paperRounds: 87,
+    paperSource: `${PAPER}, Table 1 (2NN, IID, B=10, C=0.1)`,
+    learningRates: [0.05, 0.1, 0.2],
+    needsGpu: false,
+  },
+  'fedavg-2nn-noniid': {
+    title: '2NN on pathological non-IID data',
+    model: 'mlp',
+    partition: 'shards:200x300',
+    peers: 100,
+    participation: 0.1,
+    localEpochs: 1,
+    batchSize: 10,
+    target: 0.97,
+    paperRounds: 664,
+    paperSource: `${PAPER}, Table 1 (2NN, non-IID, B=10, C=0.1)`,
+    learningRates: [0.05, 0.1, 0.2],
+    needsGpu: false,
+  },
+  'fedavg-cnn-iid': {
+    title: 'CNN on IID data',
+    model: 'cnn',
+    partition: 'iid-per-client:600',
+    peers: 100,
+    participation: 0.1,
+    localEpochs: 5,
+    batchSize: 10,
+    target: 0.99,
+    paperRounds: 20,
+    paperSource: `${PAPER}, Table 2 (CNN, IID, E=5, B=10, C=0.1)`,
+    learningRates: [0.05, 0.1, 0.2],
+    needsGpu: true,
+  },
+} as const satisfies Record<string, FedAvgSetting>
+
+export type FedAvgName = keyof typeof FEDAVG_SETTINGS
+export const FEDAVG_NAMES = Object.keys(FEDAVG_SETTINGS) as FedAvgName[]
+
+export interface FedAvgOptions {
+  name: FedAvgName
+  /** Peers, normally the setting's 100; fewer for a quick check. */
+  peers: number
+  /** Most rounds of the final run. */
+  rounds: number
+  /** Rounds of each learning rate's trial run; 0 skips the search when one rate is given. */
+  gridRounds: number
+  /** Learning rates to search. @default the setting's grid */
+  learningRates?: number[]
+  peersPerProcess: number
+  seed: number
+  /** Experiment folder; each run goes to a folder under it. */
+  out: string
+  /** Options passed to every peer after the experiment's own, such as ['--codec', 'int8']. */
+  peerArgs: string[]
+  progress: boolean
+  signal?: AbortSignal
+}
+
+/** One learning rate's trial: the lowest accuracy over the peers after each round. */
+export interface GridTrial {
+  learningRate: number
+  /** Rounds to the target within the trial, or null. */
+  roundsToTarget: number | null
+  finalAccuracy: number
+}
+
+export interface FedAvgResult {
+  name: FedAvgName
+  setting: FedAvgSetting
+  /** Why the experiment did not run, such as a missing GPU backend; null when it ran. */
+  skipped: string | null
+  grid: GridTrial[]
+  learningRate: number | null
+  roundsToTarget: number | null
+  timeToTargetSeconds: number | null
+  wallSeconds: number | null
+  series: RoundPoint[]
+}
+
+/** The peer options that encode a setting, before the user's own. */
+function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
+  return [
+    '--participation',
+    String(setting.participation),
+    '--epochs',
+    String(setting.localEpochs),
+    '--batch-size',
+    String(setting.batchSize),
+    '--optimizer',
+    'sgd',
+    '--learning-rate',
+    String(learningRate),
+  ]
+}
+
+/** The value of the last `--backend` in the peer options, or the one the setting needs. */
+function requestedBackend(peerArgs: string[], setting: FedAvgSetting): BackendChoice {
+  const index = peerArgs.lastIndexOf('--backend')
+  const given = index === -1 ? undefined : peerArgs[index + 1]
+  return (given ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
+}
+
+/** Orders trials by rounds to target, then by final accuracy. */
+function better(a: GridTrial, b: GridTrial): boolean {
+  if (a.roundsToTarget !== null || b.roundsToTarget !== null) {
+    return (a.roundsToTarget ?? Infinity) < (b.roundsToTarget ?? Infinity)
+  }
+  return a.finalAccuracy > b.finalAccuracy
+}
+
+/**
+ * Runs one FedAvg setting: a trial of `gridRounds` rounds per learning rate, then a run of up
+ * to `rounds` rounds with the rate that reached the target soonest or, when none did, ended
+ * most accurate. A setting that needs a GPU and cannot load one is skipped with the reason.
+ */
+export async function runFedAvg(
+  options: FedAvgOptions,
+  onRun?: (label: string) => void,
+): Promise<FedAvgResult> {
+  const setting: FedAvgSetting = FEDAVG_SETTINGS[options.name]
+  const result: FedAvgResult = {
+    name: options.name,
+    setting,
+    skipped: null,
+    grid: [],
+    learningRate: null,
+    roundsToTarget: null,
+    timeToTargetSeconds: null,
+    wallSeconds: null,
+    series: [],
+  }
+  const backend = requestedBackend(options.peerArgs, setting)
+  if (setting.needsGpu && backend === 'tensorflow-gpu') {
+    try {
+      await selectBackend('tensorflow-gpu')
+    } catch (error) {
+      result.skipped = (error as Error).message
+      return result
+    }
+  }
+
+  const run = (learningRate: number, rounds: number, folder: string) =>
+    runSwarm({
+      peers: options.peers,
+      modes: ['parallel'],
+      centralised: false,
+      rounds,
+      target: setting.target,
+      partition: setting.partition,
+      model: setting.model,
+      seed: options.seed,
+      out: join(options.out, folder),
+      peerArgs: [...settingArgs(setting, learningRate), ...options.peerArgs],
+      peersPerProcess: options.peersPerProcess,
+      progress: options.progress,
+      signal: options.signal,
+    })
+
+  const rates = options.learningRates ?? setting.learningRates
+  let best: GridTrial | undefined
+  if (rates.length > 1 || options.gridRounds > 0) {
+    for (const learningRate of rates) {
+      onRun?.(`learning rate ${learningRate}, ${options.gridRounds} rounds`)
+      const summary = await run(learningRate, options.gridRounds, `grid-lr-${learningRate}`)
+      const trial: GridTrial = {
+        learningRate,
+        roundsToTarget: summary.parallel?.roundsToTarget ?? null,
+        finalAccuracy: summary.parallel?.finalAccuracy ?? 0,
+      }
+      result.grid.push(trial)
+      if (best === undefined || better(trial, best)) best = trial
+    }
+  }
+  const learningRate = best?.learningRate ?? (rates[0] as number)
+  result.learningRate = learningRate
+  onRun?.(`learning rate ${learningRate}, up to ${options.rounds} rounds`)
+  const summary = await run(learningRate, options.rounds, 'final')
+  result.roundsToTarget = summary.parallel?.roundsToTarget ?? null
+  result.timeToTargetSeconds = summary.parallel?.timeToTargetSeconds ?? null
+  result.wallSeconds = summary.parallel?.wallSeconds ?? null
+  result.series = roundSeries(readModeMetrics(join(options.out, 'final'), 'parallel'))
+  return result
+}
+
+/** Plots the final run's accuracy per round, with the target and the paper's round count. */
+export function renderFedAvg(result: FedAvgResult, folder: string) {
+  const { setting } = result
+  const lowest = Math.min(...result.series.map((point) => point.accuracy), setting.target)
+  const spec: TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: `${result.name}: test accuracy per round`,
+    width: 560,
+    height: 320,
+    layer: [
+      {
+        data: { values: result.series },
+        mark: { type: 'line', point: result.series.length <= 40 },
+        encoding: {
+          x: { field: 'round', type: 'quantitative', title: 'round (from 0)' },
+          y: {
+            field: 'accuracy',
+            type: 'quantitative',
+            title: 'lowest test accuracy over the peers',
+            scale: { domain: [Math.floor(lowest * 20) / 20, 1] },
+          },
+        },
+      },
+      {
+        data: { values: [{ accuracy: setting.target }] },
+        mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' },
+        encoding: { y: { field: 'accuracy', type: 'quantitative' } },
+      },
+      {
+        data: {
+          values: [
+            { round: setting.paperRounds - 1, label: `paper: ${setting.paperRounds} rounds` },
+          ],
+        },
+        mark: { type: 'rule', color: '#d62728' },
+        encoding: { x: { field: 'round', type: 'quantitative' } },
+      },
+      {
+        data: {
+          values: [
+            { round: setting.paperRounds - 1, label: `paper: ${setting.paperRounds} rounds` },
+          ],
+        },
+        mark: { type: 'text', align: 'right', dx: -4, dy: 8, color: '#d62728' },
+        encoding: {
+          x: { field: 'round', type: 'quantitative' },
+          y: { value: 0 },
+          text: { field: 'label' },
+        },
+      },
+    ],
+  }
+  return renderChart(spec, folder, 'accuracy')
+}
+
+function percent(value: number): string {
+  return `${(value * 100).toFixed(2)}%`
+}
+
+/** Formats report.md: the setting, the learning-rate search, the result beside the paper's. */
+export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions): string {
+  const { setting } = result
+  const lines = [
+    `# ${result.name}: ${setting.title}`,
+    '',
+    `Reproduces ${setting.paperSource}: ${setting.paperRounds} rounds to ${percent(setting.target)} test accuracy.`,
+    '',
+    `Setting: ${options.peers} peers, partition \`${setting.partition}\`, model ${setting.model},`,
+    `C=${setting.participation}, E=${setting.localEpochs}, B=${setting.batchSize}, plain SGD, seed ${options.seed},`,
+    `${options.peersPerProcess} peers per process, extra peer options \`${options.peerArgs.join(' ') || '(none)'}\`.`,
+    'Every peer evaluates on the first test images the peer options name (all 10,000 by default);',
+    "a round's accuracy is the lowest over the peers.",
+    '',
+  ]
+  if (result.skipped !== null) {
+    lines.push('## Not run', '', result.skipped, '')
+    return lines.join('\n')
+  }
+  if (result.grid.length > 0) {
+    lines.push(
+      `## Learning-rate search (${options.gridRounds} rounds each)`,
+      '',
+      '| learning rate | rounds to target | accuracy after the last round |',
+      '| ------------: | ---------------: | ----------------------------: |',
+    )
+    for (const trial of result.grid) {
+      lines.push(
+        `| ${trial.learningRate} | ${trial.roundsToTarget ?? 'not reached'} | ${percent(trial.finalAccuracy)} |`,
+      )
+    }
+    lines.push('')
+  }
+  const reached = result.roundsToTarget
+  lines.push(
+    '## Result',
+    '',
+    '| | rounds to target | time to target |',
+    '| - | ---------------: | -------------: |',
+    `| this swarm, learning rate ${result.learningRate} | ${reached ?? `not reached in ${result.series.length}`} | ${result.timeToTargetSeconds === null ? '-' : `${result.timeToTargetSeconds.toFixed(0)} s`} |`,
+    `| paper | ${setting.paperRounds} | - |`,
+    '',
+    '![accuracy per round](accuracy.png)',
+    '',
+    '| round | lowest accuracy | seconds |',
+    '| ----: | --------------: | ------: |',
+  )
+  for (const point of result.series) {
+    lines.push(`| ${point.round} | ${percent(point.accuracy)} | ${point.seconds.toFixed(1)} |`)
+  }
+  lines.push('')
+  return lines.join('\n')
+}

@@ -7,7 +7,7 @@ const KEPT_RESULTS = 64
 /**
  * The test images of one process and the results of the models evaluated on them. The peers
  * that one process hosts (see peer-host.ts) share it, so they hold one float32 copy of the test
- * set, 31 MB for all 10,000 images. After an aggregation every member holds the same model, and
+ * set, 31 MB for all 10,000 images. After an aggregation every member has the same model, and
  * a model whose hash another hosted peer already evaluated is not evaluated again: in a process
  * of K peers one evaluation serves K. Results are keyed by model hash and test-set size, and
  * evaluation is deterministic (dropout is off), so a kept result is the one the peer would compute.
@@ -21,7 +21,7 @@ export class SharedTestSet {
     this.mnist = mnist
   }
 
-  /** The first `count` test images, converted once per process. */
+  /** Returns the first `count` test images, converting them once per process. */
   examples(count: number): Examples {
     let examples = this.sets.get(count)
     if (examples === undefined) {
@@ -34,7 +34,7 @@ export class SharedTestSet {
     return examples
   }
 
-  /** The result of model `modelHash` on the first `count` test images, if a peer computed it. */
+  /** Returns the result of model `modelHash` on the first `count` test images, if a peer computed it. */
   lookup(modelHash: string, count: number): EvaluationResult | undefined {
     return this.results.get(`${count}:${modelHash}`)
   }

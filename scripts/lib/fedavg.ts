@@ -8,7 +8,7 @@ import { renderChart } from './plot.ts'
 import { type RoundPoint, readModeMetrics, roundSeries } from './run-folder.ts'
 
 export interface FedAvgSetting {
-  /** What the experiment reproduces, for the report's title. */
+  /** Short description of the setting, for the report's title. */
   title: string
   model: 'mlp' | 'cnn'
   partition: string
@@ -141,8 +141,8 @@ function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
 /** The value of the last `--backend` in the peer options, or the one the setting needs. */
 function requestedBackend(peerArgs: string[], setting: FedAvgSetting): BackendChoice {
   const index = peerArgs.lastIndexOf('--backend')
-  const given = index === -1 ? undefined : peerArgs[index + 1]
-  return (given ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
+  const value = index === -1 ? undefined : peerArgs[index + 1]
+  return (value ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
 }
 
 /** Orders trials by rounds to target, then by final accuracy. */

@@ -12,7 +12,7 @@ const mnist = loadMnist()
 checkTensorLeaks()
 
 describe('SharedTestSet', () => {
-  it('converts each test-set size once and scales the pixels to [0, 1]', () => {
+  it('converts each size once, scaled to [0, 1]', () => {
     const shared = new SharedTestSet(mnist)
     const examples = shared.examples(100)
     expect(shared.examples(100)).toBe(examples)
@@ -27,7 +27,7 @@ describe('SharedTestSet', () => {
     )
   })
 
-  it('keeps results by model hash and test-set size, the newest 64', () => {
+  it('keeps the newest 64 results', () => {
     const shared = new SharedTestSet(mnist)
     shared.remember('a', 100, { accuracy: 0.5, loss: 1 })
     expect(shared.lookup('a', 100)).toEqual({ accuracy: 0.5, loss: 1 })
@@ -40,8 +40,8 @@ describe('SharedTestSet', () => {
   })
 })
 
-describe('peers that share a test set', () => {
-  it('evaluate each common model once and report the same accuracy', async () => {
+describe('peers sharing a test set', () => {
+  it('evaluate each model once', async () => {
     const spec = validateSpec({
       ...DEFAULT_SPEC,
       swarm: 'shared-test-set',

@@ -82,7 +82,7 @@ describe('npm run experiment', () => {
     expect(statSync(join(out, 'peers-2', 'summary.json')).size).toBeGreaterThan(0)
   }, 120_000)
 
-  it('exits 2 naming a bad experiment, peer count or option', async () => {
+  it('exits 2 on bad names and options', async () => {
     const unknown = await runExperiment(['fedavg-9nn'])
     expect(unknown.code).toBe(2)
     expect(unknown.output).toMatch(
@@ -98,7 +98,7 @@ describe('npm run experiment', () => {
     expect(rates.code).toBe(2)
     expect(rates.output).toMatch(/--learning-rates.*got '0.1,-1'/)
   })
-  it('searches learning rates, then runs the best one and reports it beside the paper', async () => {
+  it('searches rates and reports the best', async () => {
     const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-'))
     folders.push(out)
     const { code, output } = await runExperiment([
@@ -145,7 +145,7 @@ describe('npm run experiment', () => {
   }, 180_000)
 
   it.skipIf(hasGpuPackage())(
-    'writes a report that says why fedavg-cnn-iid did not run without a GPU backend',
+    'reports why the CNN did not run',
     async () => {
       const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-cnn-'))
       folders.push(out)

@@ -297,8 +297,10 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     `Setting: ${options.peers} peers, partition \`${setting.partition}\`, model ${setting.model},`,
     `C=${setting.participation}, E=${setting.localEpochs}, B=${setting.batchSize}, plain SGD, seed ${options.seed},`,
     `${options.peersPerProcess} peers per process, extra peer options \`${options.peerArgs.join(' ') || '(none)'}\`.`,
-    'Every peer evaluates on the first test images the peer options name (all 10,000 by default);',
-    "a round's accuracy is the lowest over the peers.",
+    'Every peer evaluates on the first test images the peer options name (all 10,000 by default),',
+    "and a round's accuracy is the lowest over the peers. A peer takes part in a round when its",
+    `draw from (seed, round, shard) is below C, so the number of participants varies around`,
+    `${Math.round(options.peers * setting.participation)}, where the paper took exactly that many.`,
     '',
   ]
   if (result.skipped !== null) {
@@ -315,6 +317,16 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     for (const trial of result.grid) {
       lines.push(
         `| ${trial.learningRate} | ${trial.roundsToTarget ?? 'not reached'} | ${percent(trial.finalAccuracy)} |`,
+      )
+    }
+    const rates = result.grid.map((trial) => trial.learningRate)
+    if (
+      result.grid.length > 1 &&
+      (result.learningRate === Math.max(...rates) || result.learningRate === Math.min(...rates))
+    ) {
+      lines.push(
+        '',
+        `The best rate, ${result.learningRate}, is at an end of the grid, so a wider grid may find a faster one.`,
       )
     }
     lines.push('')

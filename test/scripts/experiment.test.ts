@@ -141,6 +141,7 @@ describe('npm run experiment', () => {
     expect(report).toMatch(/^\| 0\.001 \| not reached \| \d+\.\d\d% \|$/m)
     expect(report).toMatch(/^\| this swarm, learning rate 0\.2 \| not reached in 2 \| - \|$/m)
     expect(report).toMatch(/^\| paper \| 87 \| - \|$/m)
+    expect(report).toMatch(/The best rate, 0\.2, is at an end of the grid/)
     expect(statSync(join(out, 'accuracy.png')).size).toBeGreaterThan(1000)
   }, 180_000)
 

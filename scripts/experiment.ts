@@ -53,8 +53,8 @@ Options of scaling:
 
 Options of the fedavg experiments:
   --learning-rates LIST  comma-separated rates to search (default: 0.05,0.1,0.2)
-  --grid-rounds N        rounds of each trial of the search (default: 10); with one rate, 0
-                         skips the search
+  --grid-rounds N        rounds of each trial of the search (default: 10); a single
+                         learning rate skips the search
   --peers N              peers (default: 100, as the paper's clients)
   --peers-per-process K  peers that one process hosts (default: 25)
 
@@ -203,14 +203,22 @@ function parseOptions(argv: string[]): ExperimentOptions | undefined {
   }
   const peers =
     values.peers === undefined ? undefined : integer('peers', String(values.peers), 1, 200)
+  const learningRates =
+    values['learning-rates'] === undefined ? undefined : rateList(String(values['learning-rates']))
+  const gridRounds = integer('grid-rounds', String(values['grid-rounds'] ?? '10'), 0, 2000)
+  if (
+    gridRounds === 0 &&
+    (learningRates ?? FEDAVG_SETTINGS[name as FedAvgName].learningRates).length > 1
+  ) {
+    throw new UsageError(
+      'Expected --grid-rounds to be at least 1 when more than one learning rate is searched. Pass one --learning-rates value to skip the search',
+    )
+  }
   return {
     name: name as FedAvgName,
     ...common,
-    learningRates:
-      values['learning-rates'] === undefined
-        ? undefined
-        : rateList(String(values['learning-rates'])),
-    gridRounds: integer('grid-rounds', String(values['grid-rounds'] ?? '10'), 0, 2000),
+    learningRates,
+    gridRounds,
     peers,
     peersPerProcess: integer(
       'peers-per-process',

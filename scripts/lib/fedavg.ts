@@ -87,7 +87,7 @@ export interface FedAvgOptions {
   peers: number
   /** Most rounds of the final run. */
   rounds: number
-  /** Rounds of each learning rate's trial run; 0 skips the search when one rate is given. */
+  /** Rounds of each learning rate's trial run, when more than one rate is given. */
   gridRounds: number
   /** Learning rates to search. @default the setting's grid */
   learningRates?: number[]
@@ -138,10 +138,16 @@ function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
   ]
 }
 
-/** The value of the last `--backend` in the peer options, or the one the setting needs. */
+/**
+ * Returns the value of the last `--backend X` or `--backend=X` in the peer options, or the
+ * backend the setting needs.
+ */
 function requestedBackend(peerArgs: string[], setting: FedAvgSetting): BackendChoice {
-  const index = peerArgs.lastIndexOf('--backend')
-  const value = index === -1 ? undefined : peerArgs[index + 1]
+  let value: string | undefined
+  peerArgs.forEach((argument, i) => {
+    if (argument === '--backend') value = peerArgs[i + 1]
+    else if (argument.startsWith('--backend=')) value = argument.slice('--backend='.length)
+  })
   return (value ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
 }
 
@@ -203,7 +209,7 @@ export async function runFedAvg(
 
   const rates = options.learningRates ?? setting.learningRates
   let best: GridTrial | undefined
-  if (rates.length > 1 || options.gridRounds > 0) {
+  if (rates.length > 1) {
     for (const learningRate of rates) {
       onRun?.(`learning rate ${learningRate}, ${options.gridRounds} rounds`)
       const summary = await run(learningRate, options.gridRounds, `grid-lr-${learningRate}`)
@@ -330,6 +336,8 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
       )
     }
     lines.push('')
+  } else {
+    lines.push(`One learning rate, ${result.learningRate}, was given, so no search ran.`, '')
   }
   const reached = result.roundsToTarget
   lines.push(

@@ -97,6 +97,9 @@ describe('npm run experiment', () => {
     const rates = await runExperiment(['fedavg-2nn-iid', '--learning-rates', '0.1,-1'])
     expect(rates.code).toBe(2)
     expect(rates.output).toMatch(/--learning-rates.*got '0.1,-1'/)
+    const grid = await runExperiment(['fedavg-2nn-iid', '--grid-rounds', '0'])
+    expect(grid.code).toBe(2)
+    expect(grid.output).toMatch(/--grid-rounds to be at least 1 when more than one learning rate/)
   })
   it('searches rates and reports the best', async () => {
     const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-'))

@@ -9,7 +9,9 @@ import {
   FEDAVG_SETTINGS,
   type FedAvgName,
   type FedAvgOptions,
+  FIXED_PEER_OPTIONS,
   formatFedAvgReport,
+  peerOption,
   renderFedAvg,
   runFedAvg,
 } from './lib/fedavg.ts'
@@ -56,7 +58,7 @@ Options of the fedavg experiments:
   --grid-rounds N        rounds of each trial of the search (default: 10); a single
                          learning rate skips the search
   --peers N              peers (default: 100, as the paper's clients)
-  --peers-per-process K  peers that one process hosts (default: 25)
+  --peers-per-process K  peers that one process hosts (default: 25, or --peers if fewer)
 
 Options after -- go to every peer, for example:
   npm run experiment -- scaling --peer-counts 1,2 -- --train-samples 6000 --test-samples 2000
@@ -83,9 +85,11 @@ type ExperimentOptions =
         learningRates: number[] | undefined
         gridRounds: number
         peers: number | undefined
-        peersPerProcess: number
+        peersPerProcess: number | undefined
       })
 
+/** Peers per process of a fedavg experiment: 100 peers in 4 processes, about 1.2 GB each. */
+const DEFAULT_PEERS_PER_PROCESS = 25
 const SCALING_ONLY = ['peer-counts', 'target', 'model'] as const
 const FEDAVG_ONLY = ['learning-rates', 'grid-rounds', 'peers', 'peers-per-process'] as const
 
@@ -144,7 +148,8 @@ function parseOptions(argv: string[]): ExperimentOptions | undefined {
       },
     })
   } catch (error) {
-    throw new UsageError(`${(error as Error).message}. Run with --help for the accepted options`)
+    const message = (error as Error).message.replace(/\.$/, '')
+    throw new UsageError(`${message}. Run with --help for the accepted options`)
   }
   const values = parsed.values as Record<string, string | boolean | undefined>
   if (values.help === true) return undefined
@@ -206,12 +211,10 @@ function parseOptions(argv: string[]): ExperimentOptions | undefined {
   const learningRates =
     values['learning-rates'] === undefined ? undefined : rateList(String(values['learning-rates']))
   const gridRounds = integer('grid-rounds', String(values['grid-rounds'] ?? '10'), 0, 2000)
-  if (
-    gridRounds === 0 &&
-    (learningRates ?? FEDAVG_SETTINGS[name as FedAvgName].learningRates).length > 1
-  ) {
+  const rateCount = (learningRates ?? FEDAVG_SETTINGS[name as FedAvgName].learningRates).length
+  if (gridRounds === 0 && rateCount > 1) {
     throw new UsageError(
-      'Expected --grid-rounds to be at least 1 when more than one learning rate is searched. Pass one --learning-rates value to skip the search',
+      `Expected --grid-rounds to be at least 1 when more than one learning rate is searched (${rateCount} rates), got 0. Pass one --learning-rates value to skip the search`,
     )
   }
   return {
@@ -220,12 +223,10 @@ function parseOptions(argv: string[]): ExperimentOptions | undefined {
     learningRates,
     gridRounds,
     peers,
-    peersPerProcess: integer(
-      'peers-per-process',
-      String(values['peers-per-process'] ?? '25'),
-      1,
-      200,
-    ),
+    peersPerProcess:
+      values['peers-per-process'] === undefined
+        ? undefined
+        : integer('peers-per-process', String(values['peers-per-process']), 1, 200),
   }
 }
 
@@ -258,13 +259,21 @@ async function runFedAvgExperiment(
   signal: AbortSignal,
 ): Promise<number> {
   const setting = FEDAVG_SETTINGS[options.name]
+  const fixed = FIXED_PEER_OPTIONS.find((name) => peerOption(options.peerArgs, name) !== undefined)
+  if (fixed !== undefined) {
+    throw new UsageError(
+      `--${fixed} after -- would change ${options.name}'s own setting, so the report would describe another run. Remove it, or use npm start for other settings`,
+    )
+  }
+  const peers = options.peers ?? setting.peers
+  const rates = options.learningRates ?? setting.learningRates
   const fedavg: FedAvgOptions = {
     name: options.name,
     rounds: options.rounds ?? Math.min(2000, 3 * setting.paperRounds),
-    gridRounds: options.gridRounds,
+    gridRounds: rates.length > 1 ? options.gridRounds : 0,
     learningRates: options.learningRates,
-    peers: options.peers ?? setting.peers,
-    peersPerProcess: options.peersPerProcess,
+    peers,
+    peersPerProcess: options.peersPerProcess ?? Math.min(DEFAULT_PEERS_PER_PROCESS, peers),
     seed: options.seed,
     out: options.out,
     peerArgs: options.peerArgs,

@@ -5,7 +5,7 @@ import type { TopLevelSpec } from 'vega-lite'
 import { type BackendChoice, selectBackend } from '../../node/backend.ts'
 import { runSwarm } from './launcher.ts'
 import { renderChart } from './plot.ts'
-import { type RoundPoint, readModeMetrics, roundSeries } from './run-folder.ts'
+import { type PeerRound, type RoundPoint, readModeMetrics, roundSeries } from './run-folder.ts'
 
 export interface FedAvgSetting {
   /** Short description of the setting, for the report's title. */
@@ -119,8 +119,61 @@ export interface FedAvgResult {
   roundsToTarget: number | null
   timeToTargetSeconds: number | null
   wallSeconds: number | null
-  series: RoundPoint[]
+  series: FedAvgRound[]
 }
+
+/** One round of the final run: the lowest accuracy and what the peers' metrics say of it. */
+export interface FedAvgRound extends RoundPoint {
+  /** Peers that trained and published in the round. */
+  participants: number
+  /** Distinct model hashes after the round; 1 when every peer holds the same model. */
+  models: number
+  /** Peers whose wait for the round's deltas ended at the deadline. */
+  deadlineHits: number
+}
+
+/** Adds the participants, models and deadline hits of each round to the accuracy series. */
+function describeRounds(rows: PeerRound[]): FedAvgRound[] {
+  return roundSeries(rows).map((point) => {
+    const lines = rows.filter((row) => row.round === point.round)
+    // participated and deadlineHit are metrics fields that PeerRound does not declare.
+    const flag = (row: PeerRound, field: 'participated' | 'deadlineHit') =>
+      (row as unknown as Record<string, unknown>)[field] === true
+    return {
+      ...point,
+      participants: lines.filter((row) => flag(row, 'participated')).length,
+      models: new Set(lines.map((row) => row.modelHash)).size,
+      deadlineHits: lines.filter((row) => flag(row, 'deadlineHit')).length,
+    }
+  })
+}
+
+/**
+ * Returns the value of the last `--NAME X` or `--NAME=X` in the peer options, or undefined.
+ */
+export function peerOption(peerArgs: string[], name: string): string | undefined {
+  let value: string | undefined
+  peerArgs.forEach((argument, i) => {
+    if (argument === `--${name}`) value = peerArgs[i + 1]
+    else if (argument.startsWith(`--${name}=`)) value = argument.slice(name.length + 3)
+  })
+  return value
+}
+
+/** Peer options that a FedAvg setting fixes, so the experiment rejects them after `--`. */
+export const FIXED_PEER_OPTIONS = [
+  'model',
+  'partition',
+  'peers',
+  'peer-index',
+  'participation',
+  'epochs',
+  'batch-size',
+  'optimizer',
+  'learning-rate',
+  'rounds',
+  'target',
+]
 
 /** The peer options that encode a setting, before the user's own. */
 function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
@@ -138,16 +191,9 @@ function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
   ]
 }
 
-/**
- * Returns the value of the last `--backend X` or `--backend=X` in the peer options, or the
- * backend the setting needs.
- */
+/** Returns the peer options' backend, or the one the setting needs. */
 function requestedBackend(peerArgs: string[], setting: FedAvgSetting): BackendChoice {
-  let value: string | undefined
-  peerArgs.forEach((argument, i) => {
-    if (argument === '--backend') value = peerArgs[i + 1]
-    else if (argument.startsWith('--backend=')) value = argument.slice('--backend='.length)
-  })
+  const value = peerOption(peerArgs, 'backend')
   return (value ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
 }
 
@@ -229,7 +275,7 @@ export async function runFedAvg(
   result.roundsToTarget = summary.parallel?.roundsToTarget ?? null
   result.timeToTargetSeconds = summary.parallel?.timeToTargetSeconds ?? null
   result.wallSeconds = summary.parallel?.wallSeconds ?? null
-  result.series = roundSeries(readModeMetrics(join(options.out, 'final'), 'parallel'))
+  result.series = describeRounds(readModeMetrics(join(options.out, 'final'), 'parallel'))
   return result
 }
 
@@ -260,6 +306,17 @@ export function renderFedAvg(result: FedAvgResult, folder: string) {
         data: { values: [{ accuracy: setting.target }] },
         mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' },
         encoding: { y: { field: 'accuracy', type: 'quantitative' } },
+      },
+      {
+        data: {
+          values: [{ accuracy: setting.target, label: `target ${percent(setting.target)}` }],
+        },
+        mark: { type: 'text', align: 'left', dx: 4, dy: -6, color: 'gray' },
+        encoding: {
+          x: { value: 0 },
+          y: { field: 'accuracy', type: 'quantitative' },
+          text: { field: 'label' },
+        },
       },
       {
         data: {
@@ -295,27 +352,43 @@ function percent(value: number): string {
 /** Formats report.md: the setting, the learning-rate search, the result beside the paper's. */
 export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions): string {
   const { setting } = result
+  const testImages = Number(peerOption(options.peerArgs, 'test-samples') ?? 10_000)
+  const expected = Math.max(1, options.peers * setting.participation)
   const lines = [
     `# ${result.name}: ${setting.title}`,
     '',
-    `Reproduces ${setting.paperSource}: ${setting.paperRounds} rounds to ${percent(setting.target)} test accuracy.`,
+    `Compares with ${setting.paperSource}: ${setting.paperRounds} rounds to ${percent(setting.target)} test accuracy.`,
     '',
     `Setting: ${options.peers} peers, partition \`${setting.partition}\`, model ${setting.model},`,
     `C=${setting.participation}, E=${setting.localEpochs}, B=${setting.batchSize}, plain SGD, seed ${options.seed},`,
     `${options.peersPerProcess} peers per process, extra peer options \`${options.peerArgs.join(' ') || '(none)'}\`.`,
-    'Every peer evaluates on the first test images the peer options name (all 10,000 by default),',
-    "and a round's accuracy is the lowest over the peers. A peer takes part in a round when its",
-    `draw from (seed, round, shard) is below C, so the number of participants varies around`,
-    `${Math.round(options.peers * setting.participation)}, where the paper took exactly that many.`,
+    `Every peer evaluates on the first ${testImages} test images, and a round's accuracy is the`,
+    'lowest over the peers. A peer takes part in a round when its draw from (seed, round, shard) is',
+    `below C, so the number of participants varies around ${expected} (at least 1), where the paper`,
+    'took exactly C times its 100 clients.',
     '',
   ]
+  if (options.peers !== setting.peers || testImages < 10_000) {
+    lines.push(
+      `NOTE: the paper used ${setting.peers} clients and all 10,000 test images. This run used ${options.peers} peers and ${testImages} test images, so its rounds are not comparable with the paper's.`,
+      '',
+    )
+  }
   if (result.skipped !== null) {
     lines.push('## Not run', '', result.skipped, '')
+    if (setting.needsGpu) {
+      lines.push(
+        'To run it on another backend anyway, name one after `--`, such as',
+        `\`npm run experiment -- ${result.name} -- --backend wasm\`. On 2 CPU cores that takes days.`,
+        '',
+      )
+    }
     return lines.join('\n')
   }
   if (result.grid.length > 0) {
+    const rounds = `${options.gridRounds} round${options.gridRounds === 1 ? '' : 's'}`
     lines.push(
-      `## Learning-rate search (${options.gridRounds} rounds each)`,
+      `## Learning-rate search (${rounds} each)`,
       '',
       '| learning rate | rounds to target | accuracy after the last round |',
       '| ------------: | ---------------: | ----------------------------: |',
@@ -340,6 +413,11 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     lines.push(`One learning rate, ${result.learningRate}, was given, so no search ran.`, '')
   }
   const reached = result.roundsToTarget
+  const participants = result.series.map((point) => point.participants)
+  const mean =
+    participants.reduce((sum, count) => sum + count, 0) / Math.max(1, participants.length)
+  const split = result.series.filter((point) => point.models > 1).length
+  const late = result.series.filter((point) => point.deadlineHits > 0).length
   lines.push(
     '## Result',
     '',
@@ -348,13 +426,19 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     `| this swarm, learning rate ${result.learningRate} | ${reached ?? `not reached in ${result.series.length}`} | ${result.timeToTargetSeconds === null ? '-' : `${result.timeToTargetSeconds.toFixed(0)} s`} |`,
     `| paper | ${setting.paperRounds} | - |`,
     '',
+    `Participants per round: ${Math.min(...participants)} to ${Math.max(...participants)}, ${mean.toFixed(1)} on average.`,
+    `Rounds after which the peers held more than one model: ${split}. Rounds in which a peer waited until the deadline: ${late}.`,
+    `The final run took ${result.wallSeconds === null ? '-' : `${result.wallSeconds.toFixed(0)} s`} in all.`,
+    '',
     '![accuracy per round](accuracy.png)',
     '',
-    '| round | lowest accuracy | seconds |',
-    '| ----: | --------------: | ------: |',
+    '| round | lowest accuracy | participants | models | seconds |',
+    '| ----: | --------------: | -----------: | -----: | ------: |',
   )
   for (const point of result.series) {
-    lines.push(`| ${point.round} | ${percent(point.accuracy)} | ${point.seconds.toFixed(1)} |`)
+    lines.push(
+      `| ${point.round} | ${percent(point.accuracy)} | ${point.participants} | ${point.models} | ${point.seconds.toFixed(1)} |`,
+    )
   }
   lines.push('')
   return lines.join('\n')

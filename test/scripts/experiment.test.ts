@@ -99,7 +99,12 @@ describe('npm run experiment', () => {
     expect(rates.output).toMatch(/--learning-rates.*got '0.1,-1'/)
     const grid = await runExperiment(['fedavg-2nn-iid', '--grid-rounds', '0'])
     expect(grid.code).toBe(2)
-    expect(grid.output).toMatch(/--grid-rounds to be at least 1 when more than one learning rate/)
+    expect(grid.output).toMatch(/--grid-rounds to be at least 1 .* \(3 rates\), got 0/)
+    const fixed = await runExperiment(['fedavg-2nn-iid', '--', '--learning-rate=5'])
+    expect(fixed.code).toBe(2)
+    expect(fixed.output).toMatch(
+      /--learning-rate after -- would change fedavg-2nn-iid's own setting/,
+    )
   })
   it('searches rates and reports the best', async () => {
     const out = mkdtempSync(join(tmpdir(), 'dlearn-fedavg-'))
@@ -108,8 +113,6 @@ describe('npm run experiment', () => {
       'fedavg-2nn-iid',
       '--peers',
       '4',
-      '--peers-per-process',
-      '2',
       '--learning-rates',
       '0.001,0.2',
       '--grid-rounds',
@@ -145,6 +148,8 @@ describe('npm run experiment', () => {
     expect(report).toMatch(/^\| this swarm, learning rate 0\.2 \| not reached in 2 \| - \|$/m)
     expect(report).toMatch(/^\| paper \| 87 \| - \|$/m)
     expect(report).toMatch(/The best rate, 0\.2, is at an end of the grid/)
+    expect(report).toMatch(/NOTE: the paper used 100 clients .* This run used 4 peers and 500 test/)
+    expect(report).toMatch(/^\| 1 \| \d+\.\d\d% \| 1 \| 1 \| [\d.]+ \|$/m)
     expect(statSync(join(out, 'accuracy.png')).size).toBeGreaterThan(1000)
   }, 180_000)
 
@@ -159,6 +164,7 @@ describe('npm run experiment', () => {
       const report = readFileSync(join(out, 'report.md'), 'utf8')
       expect(report).toMatch(/^## Not run$/m)
       expect(report).toMatch(/npm install @tensorflow\/tfjs-node-gpu/)
+      expect(report).toMatch(/npm run experiment -- fedavg-cnn-iid -- --backend wasm/)
     },
     60_000,
   )

@@ -211,6 +211,12 @@ function parseOptions(argv: string[]): ExperimentOptions | undefined {
   const learningRates =
     values['learning-rates'] === undefined ? undefined : rateList(String(values['learning-rates']))
   const gridRounds = integer('grid-rounds', String(values['grid-rounds'] ?? '10'), 0, 2000)
+  const fixed = FIXED_PEER_OPTIONS.find((option) => peerOption(peerArgs, option) !== undefined)
+  if (fixed !== undefined) {
+    throw new UsageError(
+      `--${fixed} after -- would change ${name}'s own setting, so the report would describe another run. Remove it, or use npm start for other settings`,
+    )
+  }
   const rateCount = (learningRates ?? FEDAVG_SETTINGS[name as FedAvgName].learningRates).length
   if (gridRounds === 0 && rateCount > 1) {
     throw new UsageError(
@@ -259,12 +265,6 @@ async function runFedAvgExperiment(
   signal: AbortSignal,
 ): Promise<number> {
   const setting = FEDAVG_SETTINGS[options.name]
-  const fixed = FIXED_PEER_OPTIONS.find((name) => peerOption(options.peerArgs, name) !== undefined)
-  if (fixed !== undefined) {
-    throw new UsageError(
-      `--${fixed} after -- would change ${options.name}'s own setting, so the report would describe another run. Remove it, or use npm start for other settings`,
-    )
-  }
   const peers = options.peers ?? setting.peers
   const rates = options.learningRates ?? setting.learningRates
   const fedavg: FedAvgOptions = {
@@ -280,8 +280,10 @@ async function runFedAvgExperiment(
     progress: true,
     signal,
   }
+
   mkdirSync(options.out, { recursive: true })
   const result = await runFedAvg(fedavg, (label) => process.stdout.write(`${label}:\n`))
+
   const { signal: _signal, progress: _progress, ...settings } = fedavg
   writeFileAtomic(
     join(options.out, 'fedavg.json'),

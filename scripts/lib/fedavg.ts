@@ -23,7 +23,7 @@ export interface FedAvgSetting {
   target: number
   /** Rounds the paper needed to reach the target with this setting. */
   paperRounds: number
-  /** Where the paper gives that figure. */
+  /** Table of the paper that gives that figure. */
   paperSource: string
   /** Learning rates searched when the command line gives none. */
   learningRates: number[]
@@ -83,9 +83,9 @@ export const FEDAVG_NAMES = Object.keys(FEDAVG_SETTINGS) as FedAvgName[]
 
 export interface FedAvgOptions {
   name: FedAvgName
-  /** Peers, normally the setting's 100; fewer for a quick check. */
+  /** Peers: the setting's 100, or fewer for a quick check. */
   peers: number
-  /** Most rounds of the final run. */
+  /** Maximum rounds of the final run. */
   rounds: number
   /** Rounds of each learning rate's trial run, when more than one rate is given. */
   gridRounds: number
@@ -93,7 +93,7 @@ export interface FedAvgOptions {
   learningRates?: number[]
   peersPerProcess: number
   seed: number
-  /** Experiment folder; each run goes to a folder under it. */
+  /** Experiment folder, with one folder per run under it. */
   out: string
   /** Options passed to every peer after the experiment's own, such as ['--codec', 'int8']. */
   peerArgs: string[]
@@ -112,7 +112,7 @@ export interface GridTrial {
 export interface FedAvgResult {
   name: FedAvgName
   setting: FedAvgSetting
-  /** Why the experiment did not run, such as a missing GPU backend; null when it ran. */
+  /** Reason the experiment did not run, such as a missing GPU backend, or null when it ran. */
   skipped: string | null
   grid: GridTrial[]
   learningRate: number | null
@@ -122,11 +122,11 @@ export interface FedAvgResult {
   series: FedAvgRound[]
 }
 
-/** One round of the final run: the lowest accuracy and what the peers' metrics say of it. */
+/** One round of the final run: the lowest accuracy, the participants, the models and deadline hits. */
 export interface FedAvgRound extends RoundPoint {
   /** Peers that trained and published in the round. */
   participants: number
-  /** Distinct model hashes after the round; 1 when every peer holds the same model. */
+  /** Distinct model hashes after the round, 1 when every peer has the same model. */
   models: number
   /** Peers whose wait for the round's deltas ended at the deadline. */
   deadlineHits: number
@@ -175,7 +175,7 @@ export const FIXED_PEER_OPTIONS = [
   'target',
 ]
 
-/** The peer options that encode a setting, before the user's own. */
+/** Returns the peer options that encode a setting, which go before the user's own. */
 function settingArgs(setting: FedAvgSetting, learningRate: number): string[] {
   return [
     '--participation',
@@ -197,7 +197,7 @@ function requestedBackend(peerArgs: string[], setting: FedAvgSetting): BackendCh
   return (value ?? (setting.needsGpu ? 'tensorflow-gpu' : 'auto')) as BackendChoice
 }
 
-/** Orders trials by rounds to target, then by final accuracy. */
+/** Returns whether trial `a` beats `b`: fewer rounds to target, else a higher final accuracy. */
 function better(a: GridTrial, b: GridTrial): boolean {
   if (a.roundsToTarget !== null || b.roundsToTarget !== null) {
     return (a.roundsToTarget ?? Infinity) < (b.roundsToTarget ?? Infinity)

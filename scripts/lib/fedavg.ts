@@ -333,10 +333,10 @@ export function renderFedAvg(result: FedAvgResult, folder: string) {
             { round: setting.paperRounds - 1, label: `paper: ${setting.paperRounds} rounds` },
           ],
         },
-        mark: { type: 'text', align: 'right', dx: -4, dy: 8, color: '#d62728' },
+        mark: { type: 'text', align: 'right', dx: -4, color: '#d62728' },
         encoding: {
           x: { field: 'round', type: 'quantitative' },
-          y: { value: 0 },
+          y: { value: 312 },
           text: { field: 'label' },
         },
       },

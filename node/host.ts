@@ -9,6 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { toHex } from '../protocols/bytes.ts'
 import { log } from './log.ts'
 import { formatSwarmKey, parseSwarmKey } from './swarm-key.ts'
 
@@ -55,15 +56,9 @@ export interface HostInit {
   swarmKey?: Uint8Array
 }
 
-/** The sender and sequence number of a gossipsub RPC message, as one hex string. */
+/** Returns the sender and sequence number of a gossipsub RPC message as one hex string. */
 function senderAndSequence(message: { from?: Uint8Array; seqno?: Uint8Array }): string {
-  return `${toHex(message.from)}:${toHex(message.seqno)}`
-}
-
-function toHex(bytes: Uint8Array | undefined): string {
-  return bytes === undefined
-    ? ''
-    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+  return `${toHex(message.from ?? new Uint8Array())}:${toHex(message.seqno ?? new Uint8Array())}`
 }
 
 export type Host = Libp2p<{ pubsub: PubSub<GossipsubEvents>; identify: Identify }>

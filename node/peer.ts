@@ -153,7 +153,13 @@ export class Peer {
   /** Aborted when the peer stops, ending its redials. */
   private readonly stopping = new AbortController()
 
-  private constructor(init: PeerInit, host: Host, trainer: Trainer, maxSampleCount: number) {
+  private constructor(
+    init: PeerInit,
+    host: Host,
+    trainer: Trainer,
+    testSet: SharedTestSet,
+    maxSampleCount: number,
+  ) {
     this.init = init
     this.spec = init.spec
     this.peerIndex = init.peerIndex
@@ -165,7 +171,7 @@ export class Peer {
     this.aggregation = parseAggregation(init.spec.aggregation)
     this.topic = deltaTopic(init.spec.swarm, toHex(this.specHash))
     this.collector = new RoundCollector(host.peerId.toString())
-    this.testSet = init.testSet ?? new SharedTestSet(init.mnist)
+    this.testSet = testSet
     const codec = parseCodec(init.spec.codec)
     this.deltaBytes = encodedDeltaSize(trainer.shapes, codec)
     this.encoder = new DeltaEncoder(codec, this.specHash, trainer.shapes)
@@ -196,7 +202,7 @@ export class Peer {
     const trainer = new Trainer(spec, shard, test, init.peerIndex)
     if (init.resume !== undefined) trainer.setWeights(init.resume.weights)
     const host = await createHost({ ...init.host, maxMessageBytes: spec.maxMessageBytes })
-    const peer = new Peer({ ...init, testSet }, host, trainer, maxSampleCount)
+    const peer = new Peer(init, host, trainer, testSet, maxSampleCount)
     await peer.attach()
     return peer
   }

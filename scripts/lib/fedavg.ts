@@ -368,12 +368,14 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     'took exactly C times its 100 clients.',
     '',
   ]
+
   if (options.peers !== setting.peers || testImages < 10_000) {
     lines.push(
       `NOTE: the paper used ${setting.peers} clients and all 10,000 test images. This run used ${options.peers} peers and ${testImages} test images, so its rounds are not comparable with the paper's.`,
       '',
     )
   }
+
   if (result.skipped !== null) {
     lines.push('## Not run', '', result.skipped, '')
     if (setting.needsGpu) {
@@ -385,6 +387,7 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     }
     return lines.join('\n')
   }
+
   if (result.grid.length > 0) {
     const rounds = `${options.gridRounds} round${options.gridRounds === 1 ? '' : 's'}`
     lines.push(
@@ -412,6 +415,7 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
   } else {
     lines.push(`One learning rate, ${result.learningRate}, was given, so no search ran.`, '')
   }
+
   const reached = result.roundsToTarget
   const participants = result.series.map((point) => point.participants)
   const mean =

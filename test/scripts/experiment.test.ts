@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { FedAvgResult } from '../../scripts/lib/fedavg.ts'
 import type { ScalingResult } from '../../scripts/lib/scaling.ts'
 
-/** Whether @tensorflow/tfjs-node-gpu is installed, so fedavg-cnn-iid would start 100 peers. */
+/** Returns whether @tensorflow/tfjs-node-gpu is installed, so fedavg-cnn-iid would start 100 peers. */
 function hasGpuPackage(): boolean {
   try {
     import.meta.resolve('@tensorflow/tfjs-node-gpu')

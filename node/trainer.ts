@@ -2,6 +2,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import * as tf from '@tensorflow/tfjs'
 import { deriveSeed, Random, shuffleInPlace } from '../data/index.ts'
 import { buildModel } from './model.ts'
+import { createOptimizer, type Optimizer } from './optimizer.ts'
 import type { SwarmSpec } from './spec.ts'
 
 const PIXELS = 784
@@ -37,63 +38,6 @@ export interface EvaluationResult {
   loss: number
 }
 
-/** Adam's constants, as tf.train.adam uses them by default in tfjs-core 4.22. */
-const ADAM_BETA1 = 0.9
-const ADAM_BETA2 = 0.999
-const ADAM_EPSILON = 1e-7
-
-/**
- * Adam on a fixed list of variables, with 12 element-wise passes per variable where
- * tf.train.adam 4.22 makes 15 and creates several scalars per variable. It computes the same
- * update as tf.train.adam, but rounds in a different order, so its bits differ. The bias
- * corrections of m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t)) + epsilon) are folded into one
- * learning rate and one epsilon per step.
- */
-class AdamStep {
-  private readonly variables: tf.Variable[]
-  private readonly learningRate: number
-  private readonly firstMoments: tf.Variable[]
-  private readonly secondMoments: tf.Variable[]
-  private steps = 0
-
-  constructor(variables: tf.Variable[], learningRate: number) {
-    this.variables = variables
-    this.learningRate = learningRate
-    // tf.tidy disposes the zero tensors but keeps the variables, which no scope tracks.
-    this.firstMoments = variables.map((v) => tf.tidy(() => tf.variable(tf.zerosLike(v), false)))
-    this.secondMoments = variables.map((v) => tf.tidy(() => tf.variable(tf.zerosLike(v), false)))
-  }
-
-  /** Applies one update, where `gradients[i]` is the gradient of `variables[i]`. */
-  apply(gradients: tf.Tensor[]): void {
-    this.steps++
-    const firstCorrection = 1 - ADAM_BETA1 ** this.steps
-    const secondRoot = Math.sqrt(1 - ADAM_BETA2 ** this.steps)
-    tf.tidy(() => {
-      const rate = tf.scalar((this.learningRate * secondRoot) / firstCorrection)
-      const epsilon = tf.scalar(ADAM_EPSILON * secondRoot)
-      const firstDecay = tf.scalar(1 - ADAM_BETA1)
-      const secondDecay = tf.scalar(1 - ADAM_BETA2)
-      this.variables.forEach((variable, i) => {
-        const gradient = gradients[i] as tf.Tensor
-        const m = this.firstMoments[i] as tf.Variable
-        const v = this.secondMoments[i] as tf.Variable
-        // m + (g - m)(1 - beta1) takes 3 passes and v + (g^2 - v)(1 - beta2) takes 4.
-        const nextM = tf.add(m, tf.mul(tf.sub(gradient, m), firstDecay))
-        const nextV = tf.add(v, tf.mul(tf.sub(tf.square(gradient), v), secondDecay))
-        m.assign(nextM)
-        v.assign(nextV)
-        const step = tf.div(nextM, tf.add(tf.sqrt(nextV), epsilon))
-        variable.assign(tf.sub(variable, tf.mul(step, rate)))
-      })
-    })
-  }
-
-  dispose(): void {
-    for (const moment of [...this.firstMoments, ...this.secondMoments]) moment.dispose()
-  }
-}
-
 /**
  * One peer's model, optimiser and data.
  *
@@ -108,8 +52,7 @@ export class Trainer {
   readonly model: tf.Sequential
   readonly shapes: number[][]
   private readonly variables: tf.Variable[]
-  private readonly adam: AdamStep | undefined
-  private readonly sgd: tf.Optimizer | undefined
+  private readonly optimizer: Optimizer
   private readonly spec: SwarmSpec
   private readonly shard: Examples
   private readonly test: Examples
@@ -128,11 +71,7 @@ export class Trainer {
       }
       return value
     })
-    if (spec.optimizer === 'adam') {
-      this.adam = new AdamStep(this.variables, spec.learningRate)
-    } else {
-      this.sgd = tf.train.sgd(spec.learningRate)
-    }
+    this.optimizer = createOptimizer(spec.optimizer, this.variables, spec.learningRate)
     this.shapes = this.model.getWeights().map((w) => [...w.shape])
   }
 
@@ -214,11 +153,7 @@ export class Trainer {
         }
         return tf.losses.softmaxCrossEntropy(ys, output) as tf.Scalar
       }, this.variables)
-      if (this.adam !== undefined) {
-        this.adam.apply(this.variables.map((variable) => grads[variable.name] as tf.Tensor))
-      } else {
-        this.sgd?.applyGradients(grads)
-      }
+      this.optimizer.apply(this.variables.map((variable) => grads[variable.name] as tf.Tensor))
       return value
     })
   }
@@ -253,8 +188,7 @@ export class Trainer {
   }
 
   dispose(): void {
-    this.adam?.dispose()
-    this.sgd?.dispose()
+    this.optimizer.dispose()
     this.model.dispose()
   }
 }

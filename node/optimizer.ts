@@ -1,7 +1,7 @@
-// Optimiser updates for the trainer: element-wise loops in JS where the backend keeps tensor
-// data in JS-visible memory (wasm, cpu), tensor operations elsewhere.
+// Optimiser updates for the trainer: a SIMD WebAssembly module on the wasm backend, tensor
+// operations elsewhere.
 import * as tf from '@tensorflow/tfjs'
-import { SimdUpdate } from './simd-update.ts'
+import { WasmHeap } from './simd-update.ts'
 import type { OptimizerName } from './spec.ts'
 
 /** Adam's constants, as tf.train.adam uses them by default in tfjs-core 4.22. */
@@ -16,76 +16,64 @@ export interface Optimizer {
   dispose(): void
 }
 
-/** The part of tfjs-backend-wasm 4.22's BackendWasm that gives a view of a tensor's heap memory. */
-interface HeapBackend {
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array
-}
-
 /**
- * Returns a function that reads a float32 tensor's values without copying where the active
- * backend allows it: a view of the wasm heap, or the cpu backend's own array. A view is valid
- * only until the next tensor allocation, which may grow the heap, and must not be written.
- * Returns undefined on other backends (tensorflow, tensorflow-gpu), whose data lives outside JS.
- */
-function hostReader(): ((tensor: tf.Tensor) => Float32Array) | undefined {
-  const name = tf.getBackend()
-  if (name === 'wasm') {
-    const backend = tf.backend() as unknown as HeapBackend
-    return (tensor) => backend.typedArrayFromHeap(tensor)
-  }
-  // tfjs-backend-cpu 4.22's readSync, and so dataSync, returns the array it holds.
-  if (name === 'cpu') return (tensor) => tensor.dataSync() as Float32Array
-  return undefined
-}
-
-/**
- * Builds the named optimiser. On wasm and cpu each update is one JS loop per variable that
- * reads the gradient and the weights in place and uploads the new weights as one tensor: at
- * batch 32 with the mlp on wasm, tensor-op Adam cost more than the gradient itself, because each
- * of its 12 passes per variable is a separate kernel call.
+ * Builds the named optimiser. On wasm each update is one call per variable into a SIMD module
+ * that reads the gradient and weights in the backend's heap and writes the new weights into a
+ * fresh tensor: at batch 32 with the mlp on wasm, tensor-op Adam cost more than the gradient,
+ * because each of its 12 passes per variable is a separate kernel call. Other backends use
+ * tensor operations.
  */
 export function createOptimizer(
   name: OptimizerName,
   variables: tf.Variable[],
   learningRate: number,
 ): Optimizer {
-  const read = hostReader()
-  if (read === undefined) {
+  const heap = WasmHeap.open()
+  if (heap === undefined) {
     return name === 'adam'
       ? new TensorAdam(variables, learningRate)
       : new TensorSgd(variables, learningRate)
   }
   return name === 'adam'
-    ? new HostAdam(variables, learningRate, read)
-    : new HostSgd(variables, learningRate, read)
+    ? new HeapAdam(variables, learningRate, heap)
+    : new HeapSgd(variables, learningRate, heap)
 }
 
-/** Plain SGD, w - rate * g, computed by SimdUpdate. */
-class HostSgd implements Optimizer {
+/** Replaces each variable's value with a new tensor that `write` fills. */
+function assignEach(
+  heap: WasmHeap,
+  variables: tf.Variable[],
+  write: (index: number, address: number) => void,
+): void {
+  variables.forEach((variable, i) => {
+    const next = heap.tensor([...variable.shape], (address) => write(i, address))
+    variable.assign(next)
+    next.dispose()
+  })
+}
+
+/** Plain SGD, w - rate * g, in the SIMD module. */
+class HeapSgd implements Optimizer {
   private readonly variables: tf.Variable[]
   private readonly learningRate: number
-  private readonly read: (tensor: tf.Tensor) => Float32Array
-  private readonly update: SimdUpdate
+  private readonly heap: WasmHeap
 
-  constructor(
-    variables: tf.Variable[],
-    learningRate: number,
-    read: (tensor: tf.Tensor) => Float32Array,
-  ) {
+  constructor(variables: tf.Variable[], learningRate: number, heap: WasmHeap) {
     this.variables = variables
     this.learningRate = learningRate
-    this.read = read
-    this.update = new SimdUpdate(
-      variables.map((v) => v.size),
-      false,
-    )
+    this.heap = heap
   }
 
   apply(gradients: tf.Tensor[]): void {
-    this.variables.forEach((variable, i) => {
-      const gradient = this.read(gradients[i] as tf.Tensor)
-      const weights = this.read(variable)
-      assignValues(variable, this.update.sgd(i, gradient, weights, this.learningRate))
+    assignEach(this.heap, this.variables, (i, out) => {
+      const variable = this.variables[i] as tf.Variable
+      this.heap.kernels.sgd(
+        this.heap.address(gradients[i] as tf.Tensor),
+        this.heap.address(variable),
+        out,
+        variable.size * 4,
+        this.learningRate,
+      )
     })
   }
 
@@ -93,30 +81,27 @@ class HostSgd implements Optimizer {
 }
 
 /**
- * Adam computed by SimdUpdate, with its moments in SimdUpdate's memory. It computes
- * tf.train.adam's update in float32, with the bias corrections of
- * m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t)) + epsilon) folded into one learning rate and one
- * epsilon per step, so its bits differ from tf.train.adam's.
+ * Adam in the SIMD module, with its moments in the wasm heap. It computes tf.train.adam's
+ * update in float32, with the bias corrections of m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t))
+ * + epsilon) folded into one learning rate and one epsilon per step, so its bits differ from
+ * tf.train.adam's.
  */
-class HostAdam implements Optimizer {
+class HeapAdam implements Optimizer {
   private readonly variables: tf.Variable[]
   private readonly learningRate: number
-  private readonly read: (tensor: tf.Tensor) => Float32Array
-  private readonly update: SimdUpdate
+  private readonly heap: WasmHeap
+  /** Byte offsets of each variable's first and second moments. */
+  private readonly moments: { first: number; second: number }[]
   private steps = 0
 
-  constructor(
-    variables: tf.Variable[],
-    learningRate: number,
-    read: (tensor: tf.Tensor) => Float32Array,
-  ) {
+  constructor(variables: tf.Variable[], learningRate: number, heap: WasmHeap) {
     this.variables = variables
     this.learningRate = learningRate
-    this.read = read
-    this.update = new SimdUpdate(
-      variables.map((v) => v.size),
-      true,
-    )
+    this.heap = heap
+    this.moments = variables.map((v) => ({
+      first: heap.allocate(v.size),
+      second: heap.allocate(v.size),
+    }))
   }
 
   apply(gradients: tf.Tensor[]): void {
@@ -124,22 +109,33 @@ class HostAdam implements Optimizer {
     const secondRoot = Math.sqrt(1 - ADAM_BETA2 ** this.steps)
     const rate = (this.learningRate * secondRoot) / (1 - ADAM_BETA1 ** this.steps)
     const epsilon = ADAM_EPSILON * secondRoot
-    this.variables.forEach((variable, i) => {
-      const gradient = this.read(gradients[i] as tf.Tensor)
-      const weights = this.read(variable)
-      const next = this.update.adam(i, gradient, weights, ADAM_BETA1, ADAM_BETA2, rate, epsilon)
-      assignValues(variable, next)
+    assignEach(this.heap, this.variables, (i, out) => {
+      const variable = this.variables[i] as tf.Variable
+      const { first, second } = this.moments[i] as { first: number; second: number }
+      this.heap.kernels.adam(
+        this.heap.address(gradients[i] as tf.Tensor),
+        this.heap.address(variable),
+        first,
+        second,
+        out,
+        variable.size * 4,
+        ADAM_BETA1,
+        1 - ADAM_BETA1,
+        ADAM_BETA2,
+        1 - ADAM_BETA2,
+        rate,
+        epsilon,
+      )
     })
   }
 
-  dispose(): void {}
-}
-
-/** Uploads `values`, which the caller gives up, as one new tensor and makes it the variable's value. */
-function assignValues(variable: tf.Variable, values: Float32Array): void {
-  const tensor = tf.tensor(values, variable.shape, 'float32')
-  variable.assign(tensor)
-  tensor.dispose()
+  dispose(): void {
+    for (const { first, second } of this.moments) {
+      this.heap.free(first)
+      this.heap.free(second)
+    }
+    this.moments.length = 0
+  }
 }
 
 /** Plain SGD through tf.train.sgd, for backends whose data lives outside JS. */
@@ -168,7 +164,7 @@ class TensorSgd implements Optimizer {
 
 /**
  * Adam in tensor operations, with 12 element-wise passes per variable where tf.train.adam 4.22
- * makes 15 and creates several scalars per variable. It folds the bias corrections as HostAdam
+ * makes 15 and creates several scalars per variable. It folds the bias corrections as HeapAdam
  * does.
  */
 class TensorAdam implements Optimizer {

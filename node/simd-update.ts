@@ -1,11 +1,12 @@
-// Adam and SGD updates in a small WebAssembly module that uses 128-bit SIMD, four floats per
-// instruction. JS computes them one element at a time: for the mlp's 199,210 parameters an
-// Adam step took 0.62 ms in a JS loop on a 2-core AMD EPYC machine (Node 22).
+// Adam and SGD updates in a small WebAssembly module that shares the memory of the wasm
+// backend, so it reads gradients and weights where tfjs keeps them and writes the new weights
+// into a fresh tensor, with no copy through JS. It uses 128-bit SIMD, four floats per
+// instruction; a JS loop took 0.62 ms for an Adam step of the mlp's 199,210 parameters on a
+// 2-core AMD EPYC machine (Node 22), and copying through JS cost more than the update itself.
+import * as tf from '@tensorflow/tfjs'
 
-/** Bytes per float32, and floats per 128-bit vector. */
 const FLOAT_BYTES = 4
-const LANES = 4
-const PAGE_BYTES = 65536
+const VECTOR_BYTES = 16
 
 // Instruction bytes of the WebAssembly core and SIMD specifications used below.
 const I32 = 0x7f
@@ -23,16 +24,44 @@ const LOCAL_TEE = 0x22
 const I32_CONST = 0x41
 const I32_GE_U = 0x4f
 const I32_ADD = 0x6a
+const I32_AND = 0x71
 const SIMD = 0xfd
-/** v128.load and v128.store take an alignment (log2 of 16 bytes) and an offset. */
-const V128_LOAD = [SIMD, 0x00, 4, 0]
-const V128_STORE = [SIMD, 0x0b, 4, 0]
+
+/** The instructions of one element width: four floats at a time, or one. */
+interface Lanes {
+  /** Bytes that one load covers. */
+  step: number
+  load: number[]
+  store: number[]
+  add: number[]
+  sub: number[]
+  mul: number[]
+  div: number[]
+  sqrt: number[]
+}
+
+// Loads and stores take an alignment (log2 of bytes) and an offset.
+const VECTOR: Lanes = {
+  step: VECTOR_BYTES,
+  load: [SIMD, 0x00, 4, 0],
+  store: [SIMD, 0x0b, 4, 0],
+  sqrt: [SIMD, 0xe3, 0x01],
+  add: [SIMD, 0xe4, 0x01],
+  sub: [SIMD, 0xe5, 0x01],
+  mul: [SIMD, 0xe6, 0x01],
+  div: [SIMD, 0xe7, 0x01],
+}
+const SCALAR: Lanes = {
+  step: FLOAT_BYTES,
+  load: [0x2a, 2, 0],
+  store: [0x38, 2, 0],
+  sqrt: [0x91],
+  add: [0x92],
+  sub: [0x93],
+  mul: [0x94],
+  div: [0x95],
+}
 const F32X4_SPLAT = [SIMD, 0x13]
-const F32X4_SQRT = [SIMD, 0xe3, 0x01]
-const F32X4_ADD = [SIMD, 0xe4, 0x01]
-const F32X4_SUB = [SIMD, 0xe5, 0x01]
-const F32X4_MUL = [SIMD, 0xe6, 0x01]
-const F32X4_DIV = [SIMD, 0xe7, 0x01]
 
 /** Unsigned LEB128, the encoding of every count, index and size in a module. */
 function leb(value: number): number[] {
@@ -44,6 +73,19 @@ function leb(value: number): number[] {
     bytes.push(rest === 0 ? low : low | 0x80)
   } while (rest !== 0)
   return bytes
+}
+
+/** Signed LEB128, for i32.const. */
+function signedLeb(value: number): number[] {
+  const bytes: number[] = []
+  let rest = value
+  for (;;) {
+    const low = rest & 0x7f
+    rest >>= 7
+    const done = (rest === 0 && (low & 0x40) === 0) || (rest === -1 && (low & 0x40) !== 0)
+    bytes.push(done ? low : low | 0x80)
+    if (done) return bytes
+  }
 }
 
 function vector(items: number[][]): number[] {
@@ -64,32 +106,32 @@ const get = (index: number): number[] => [LOCAL_GET, index]
 /** Pushes the address `base + i`, where local `i` is the byte offset of the loop. */
 const at = (base: number, i: number): number[] => [...get(base), ...get(i), I32_ADD]
 
-/**
- * Wraps `body` in a loop over byte offsets i = 0, 16, 32, ... while i < local `bytes`, where
- * local `i` starts at 0.
- */
-function loopOver(bytes: number, i: number, body: number[]): number[] {
+/** Wraps `body` in a loop that adds `step` to local `i` while i < local `end`. */
+function loopUntil(end: number, i: number, step: number, body: number[]): number[] {
   return [
-    BLOCK,
-    VOID,
-    LOOP,
-    VOID,
-    ...get(i),
-    ...get(bytes),
-    I32_GE_U,
-    BR_IF,
-    1,
+    ...[BLOCK, VOID, LOOP, VOID],
+    ...[...get(i), ...get(end), I32_GE_U, BR_IF, 1],
     ...body,
-    ...get(i),
-    I32_CONST,
-    ...leb(FLOAT_BYTES * LANES),
-    I32_ADD,
-    LOCAL_SET,
-    i,
-    BR,
-    0,
-    END,
-    END,
+    ...[...get(i), I32_CONST, ...signedLeb(step), I32_ADD, LOCAL_SET, i],
+    ...[BR, 0, END, END],
+  ]
+}
+
+/**
+ * Runs `body` for the vector lanes up to the last whole vector and then for single floats up to
+ * local `bytes`, with local `i` as the byte offset and local `end` as scratch. `body` gets the
+ * lanes' instructions and says which locals hold its constants at that width.
+ */
+function vectorThenScalar(
+  bytes: number,
+  i: number,
+  end: number,
+  body: (lanes: Lanes) => number[],
+): number[] {
+  return [
+    ...[...get(bytes), I32_CONST, ...signedLeb(-VECTOR_BYTES), I32_AND, LOCAL_SET, end],
+    ...loopUntil(end, i, VECTOR_BYTES, body(VECTOR)),
+    ...loopUntil(bytes, i, FLOAT_BYTES, body(SCALAR)),
   ]
 }
 
@@ -99,97 +141,69 @@ function loopOver(bytes: number, i: number, body: number[]): number[] {
  * out = w - rate m / (sqrt(v) + epsilon). Addresses are byte offsets into the memory.
  */
 function adamBody(): number[] {
-  const [g, w, m, v, out, bytes, beta1, decay1, beta2, decay2, rate, epsilon] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-  ] as const
-  // Locals after the parameters: i, one splat per scalar, the loaded gradient and a moment.
-  const i = 12
-  const splats = [beta1, decay1, beta2, decay2, rate, epsilon]
-  const splat = (param: number): number => 13 + splats.indexOf(param as (typeof splats)[number])
-  const gradient = 19
-  const moment = 20
+  const [g, w, m, v, out, bytes] = [0, 1, 2, 3, 4, 5]
+  const scalars = [6, 7, 8, 9, 10, 11]
+  const [i, end] = [12, 13]
+  const splats = [14, 15, 16, 17, 18, 19]
+  const [vectorGradient, vectorMoment] = [20, 21]
+  const [scalarGradient, scalarMoment] = [22, 23]
   const locals = vector([
-    [1, I32],
+    [2, I32],
     [splats.length + 2, V128],
+    [2, F32],
   ])
-  const setup = splats.flatMap((param) => [...get(param), ...F32X4_SPLAT, LOCAL_SET, splat(param)])
-  const body = [
-    ...at(g, i),
-    ...V128_LOAD,
+  const setup = scalars.flatMap((param, k) => [
+    ...get(param),
+    ...F32X4_SPLAT,
     LOCAL_SET,
-    gradient,
-    // m = beta1 m + (1 - beta1) g, stored, and left on the stack for out.
-    ...at(out, i),
-    ...at(w, i),
-    ...V128_LOAD,
-    ...get(splat(rate)),
-    ...at(m, i),
-    ...get(splat(beta1)),
-    ...at(m, i),
-    ...V128_LOAD,
-    ...F32X4_MUL,
-    ...get(splat(decay1)),
-    ...get(gradient),
-    ...F32X4_MUL,
-    ...F32X4_ADD,
-    LOCAL_TEE,
-    moment,
-    ...V128_STORE,
-    ...get(moment),
-    ...F32X4_MUL,
-    // v = beta2 v + (1 - beta2) g^2, stored, then sqrt(v) + epsilon.
-    ...at(v, i),
-    ...get(splat(beta2)),
-    ...at(v, i),
-    ...V128_LOAD,
-    ...F32X4_MUL,
-    ...get(splat(decay2)),
-    ...get(gradient),
-    ...get(gradient),
-    ...F32X4_MUL,
-    ...F32X4_MUL,
-    ...F32X4_ADD,
-    LOCAL_TEE,
-    moment,
-    ...V128_STORE,
-    ...get(moment),
-    ...F32X4_SQRT,
-    ...get(splat(epsilon)),
-    ...F32X4_ADD,
-    ...F32X4_DIV,
-    ...F32X4_SUB,
-    ...V128_STORE,
-  ]
-  return [...locals, ...setup, ...loopOver(bytes, i, body), END]
+    splats[k] as number,
+  ])
+  const body = (lanes: Lanes): number[] => {
+    const constants = lanes === VECTOR ? splats : scalars
+    const [beta1, decay1, beta2, decay2, rate, epsilon] = constants as [
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+    ]
+    const gradient = lanes === VECTOR ? vectorGradient : scalarGradient
+    const moment = lanes === VECTOR ? vectorMoment : scalarMoment
+    return [
+      ...[...at(g, i), ...lanes.load, LOCAL_SET, gradient],
+      // Address of out, w, and rate; then m = beta1 m + (1 - beta1) g, stored.
+      ...[...at(out, i), ...at(w, i), ...lanes.load, ...get(rate)],
+      ...[...at(m, i), ...get(beta1), ...at(m, i), ...lanes.load, ...lanes.mul],
+      ...[...get(decay1), ...get(gradient), ...lanes.mul, ...lanes.add],
+      ...[LOCAL_TEE, moment, ...lanes.store, ...get(moment), ...lanes.mul],
+      // v = beta2 v + (1 - beta2) g^2, stored; then w - rate m / (sqrt(v) + epsilon).
+      ...[...at(v, i), ...get(beta2), ...at(v, i), ...lanes.load, ...lanes.mul],
+      ...[...get(decay2), ...get(gradient), ...get(gradient), ...lanes.mul, ...lanes.mul],
+      ...[...lanes.add, LOCAL_TEE, moment, ...lanes.store],
+      ...[...get(moment), ...lanes.sqrt, ...get(epsilon), ...lanes.add],
+      ...[...lanes.div, ...lanes.sub, ...lanes.store],
+    ]
+  }
+  return [...locals, ...setup, ...vectorThenScalar(bytes, i, end, body), END]
 }
 
 /** sgd(g, w, out, bytes, rate): out = w - rate g for each float. */
 function sgdBody(): number[] {
-  const [g, w, out, bytes, rate] = [0, 1, 2, 3, 4] as const
-  const i = 5
-  const rateSplat = 6
+  const [g, w, out, bytes, rate] = [0, 1, 2, 3, 4]
+  const [i, end, rateSplat] = [5, 6, 7]
   const locals = vector([
-    [1, I32],
+    [2, I32],
     [1, V128],
   ])
-  const body = [
-    ...at(out, i),
-    ...at(w, i),
-    ...V128_LOAD,
-    ...at(g, i),
-    ...V128_LOAD,
-    ...get(rateSplat),
-    ...F32X4_MUL,
-    ...F32X4_SUB,
-    ...V128_STORE,
+  const body = (lanes: Lanes): number[] => [
+    ...[...at(out, i), ...at(w, i), ...lanes.load, ...at(g, i), ...lanes.load],
+    ...[...get(lanes === VECTOR ? rateSplat : rate), ...lanes.mul, ...lanes.sub, ...lanes.store],
   ]
   return [
     ...locals,
-    ...get(rate),
-    ...F32X4_SPLAT,
-    LOCAL_SET,
-    rateSplat,
-    ...loopOver(bytes, i, body),
+    ...[...get(rate), ...F32X4_SPLAT, LOCAL_SET, rateSplat],
+    ...vectorThenScalar(bytes, i, end, body),
     END,
   ]
 }
@@ -199,7 +213,7 @@ function functionType(params: number[]): number[] {
 }
 
 /** Assembles the module: it imports its memory as env.memory and exports adam and sgd. */
-function moduleBytes(): Uint8Array {
+export function moduleBytes(): Uint8Array {
   const adam = adamBody()
   const sgd = sgdBody()
   return Uint8Array.from([
@@ -230,7 +244,8 @@ function moduleBytes(): Uint8Array {
   ])
 }
 
-interface UpdateExports {
+/** The exports of the module, with byte offsets for addresses. */
+export interface UpdateKernels {
   adam(
     g: number,
     w: number,
@@ -248,108 +263,81 @@ interface UpdateExports {
   sgd(g: number, w: number, out: number, bytes: number, rate: number): void
 }
 
-/** The part of the WebAssembly JS API used here; the es2023 lib of tsconfig declares none. */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer
-}
-declare const WebAssembly: {
-  Memory: new (descriptor: { initial: number }) => WasmMemory
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => { exports: unknown }
+let compiled: WebAssembly.Module | undefined
+
+/** Instantiates the module on `memory`, a WebAssembly.Memory. */
+export function instantiateKernels(memory: WebAssembly.Memory): UpdateKernels {
+  compiled ??= new WebAssembly.Module(moduleBytes())
+  return new WebAssembly.Instance(compiled, { env: { memory } }).exports as UpdateKernels
 }
 
-let compiled: object | undefined
-
-/** Rounds a float count up to whole vectors. */
-function padded(count: number): number {
-  return Math.ceil(count / LANES) * LANES
+/** The parts of tfjs-backend-wasm 4.22's BackendWasm that WasmHeap uses. */
+interface BackendWasmInternals {
+  wasm: {
+    asm?: { memory?: unknown }
+    HEAPF32: Float32Array
+    _malloc(bytes: number): number
+    _free(address: number): void
+  }
+  dataIdMap: { has(dataId: object): boolean }
+  getMemoryOffset(dataId: object): number
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo
 }
 
 /**
- * Optimiser state and scratch space for a fixed list of parameter sizes, in one WebAssembly
- * memory. Per parameter it holds Adam's two moments (when `moments` is true); the gradient,
- * weight and output buffers are shared, sized for the largest parameter.
+ * The wasm backend's heap, with the update kernels instantiated on it. Built only while the
+ * wasm backend is active and exposes its memory; `open` returns undefined otherwise.
  */
-export class SimdUpdate {
-  private readonly exports: UpdateExports
-  private readonly memory: WasmMemory
-  private readonly sizes: number[]
-  private readonly momentOffsets: number[]
-  private readonly scratch: { gradient: number; weights: number; output: number }
+export class WasmHeap {
+  readonly kernels: UpdateKernels
+  private readonly backend: BackendWasmInternals
 
-  constructor(sizes: number[], moments: boolean) {
-    this.sizes = sizes
-    const largest = padded(Math.max(0, ...sizes)) * FLOAT_BYTES
-    let offset = 0
-    const take = (bytes: number): number => {
-      const start = offset
-      offset += bytes
-      return start
+  private constructor(backend: BackendWasmInternals, memory: WebAssembly.Memory) {
+    this.backend = backend
+    this.kernels = instantiateKernels(memory)
+  }
+
+  static open(): WasmHeap | undefined {
+    if (tf.getBackend() !== 'wasm') return undefined
+    const backend = tf.backend() as unknown as BackendWasmInternals
+    const memory = backend.wasm?.asm?.memory
+    if (!(memory instanceof WebAssembly.Memory)) return undefined
+    return new WasmHeap(backend, memory)
+  }
+
+  /** Byte offset of a float32 tensor's data. */
+  address(tensor: tf.Tensor): number {
+    if (tensor.dtype !== 'float32' || !this.backend.dataIdMap.has(tensor.dataId)) {
+      throw new TypeError(
+        `Expected a float32 tensor held by the wasm backend, got a ${tensor.dtype} tensor held elsewhere`,
+      )
     }
-    this.scratch = { gradient: take(largest), weights: take(largest), output: take(largest) }
-    this.momentOffsets = moments ? sizes.map((size) => take(2 * padded(size) * FLOAT_BYTES)) : []
-    this.memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(offset / PAGE_BYTES)) })
-    compiled ??= new WebAssembly.Module(moduleBytes())
-    const instance = new WebAssembly.Instance(compiled, { env: { memory: this.memory } })
-    this.exports = instance.exports as unknown as UpdateExports
+    return this.backend.getMemoryOffset(tensor.dataId)
   }
 
-  /** Copies `values` into the scratch buffer at `offset`. */
-  private put(offset: number, values: Float32Array): void {
-    new Float32Array(this.memory.buffer, offset, values.length).set(values)
+  /** Allocates `count` zeroed floats and returns their byte offset. */
+  allocate(count: number): number {
+    const address = this.backend.wasm._malloc(Math.max(1, count) * FLOAT_BYTES)
+    this.backend.wasm.HEAPF32.fill(0, address / FLOAT_BYTES, address / FLOAT_BYTES + count)
+    return address
   }
 
-  /** Returns a copy of the `count` floats of the output buffer. */
-  private output(count: number): Float32Array {
-    return new Float32Array(this.memory.buffer, this.scratch.output, count).slice()
+  free(address: number): void {
+    this.backend.wasm._free(address)
   }
 
   /**
-   * One Adam step of parameter `index`: updates its moments and returns the new weights.
-   * `rate` and `epsilon` already hold the step's bias corrections.
+   * Makes a float32 tensor of `shape` whose data `write` fills, given its byte offset. The data
+   * is not initialised before `write` runs.
    */
-  adam(
-    index: number,
-    gradient: Float32Array,
-    weights: Float32Array,
-    beta1: number,
-    beta2: number,
-    rate: number,
-    epsilon: number,
-  ): Float32Array {
-    const size = this.sizes[index] as number
-    const moments = this.momentOffsets[index] as number
-    this.put(this.scratch.gradient, gradient)
-    this.put(this.scratch.weights, weights)
-    this.exports.adam(
-      this.scratch.gradient,
-      this.scratch.weights,
-      moments,
-      moments + padded(size) * FLOAT_BYTES,
-      this.scratch.output,
-      padded(size) * FLOAT_BYTES,
-      beta1,
-      1 - beta1,
-      beta2,
-      1 - beta2,
-      rate,
-      epsilon,
-    )
-    return this.output(size)
-  }
-
-  /** One SGD step: returns weights - rate * gradient. */
-  sgd(index: number, gradient: Float32Array, weights: Float32Array, rate: number): Float32Array {
-    const size = this.sizes[index] as number
-    this.put(this.scratch.gradient, gradient)
-    this.put(this.scratch.weights, weights)
-    this.exports.sgd(
-      this.scratch.gradient,
-      this.scratch.weights,
-      this.scratch.output,
-      padded(size) * FLOAT_BYTES,
-      rate,
-    )
-    return this.output(size)
+  tensor(shape: number[], write: (address: number) => void): tf.Tensor {
+    const info = this.backend.makeOutput(shape, 'float32')
+    try {
+      write(this.backend.getMemoryOffset(info.dataId))
+    } catch (error) {
+      tf.backend().disposeData(info.dataId)
+      throw error
+    }
+    return tf.engine().makeTensorFromTensorInfo(info)
   }
 }

@@ -22,6 +22,37 @@ interface Conv2DBackpropInputAttrs {
   inputShape: Shape4
 }
 
+/** The stock kernel that each of this project's wasm kernels replaced, or undefined for one it added. */
+const stockKernels = new Map<string, tf.KernelConfig | undefined>()
+
+/** Registers `kernel` on wasm in place of the stock kernel of that name, if there is one. */
+function install(kernel: tf.KernelConfig): void {
+  const stock = tf.getKernel(kernel.kernelName, 'wasm')
+  if (stock !== undefined) tf.unregisterKernel(kernel.kernelName, 'wasm')
+  tf.registerKernel(kernel)
+  stockKernels.set(kernel.kernelName, stock)
+}
+
+/**
+ * Runs `task` with tfjs-backend-wasm's stock kernels in place of this project's, then puts this
+ * project's back; the training benchmark uses it to time a bare model.fit and matMul. A stock
+ * backend lacks Conv2DBackpropFilter, so a convolutional model cannot train meanwhile.
+ */
+export async function withStockWasmKernels<T>(task: () => Promise<T> | T): Promise<T> {
+  const ours = [...stockKernels.keys()].map((name) => tf.getKernel(name, 'wasm'))
+  const swap = (from: (tf.KernelConfig | undefined)[], to: (tf.KernelConfig | undefined)[]) => {
+    for (const kernel of from)
+      if (kernel !== undefined) tf.unregisterKernel(kernel.kernelName, 'wasm')
+    for (const kernel of to) if (kernel !== undefined) tf.registerKernel(kernel)
+  }
+  swap(ours, [...stockKernels.values()])
+  try {
+    return await task()
+  } finally {
+    swap([...stockKernels.values()], ours)
+  }
+}
+
 let matMulRegistered = false
 let filterGradientRegistered = false
 let inputGradientRegistered = false
@@ -38,47 +69,88 @@ export function registerWasmKernels(): void {
 }
 
 /**
- * Replaces the wasm BatchMatMul kernel with one that transposes a transposed operand first and
- * then runs the untransposed product. Measured on a 2-core AMD EPYC machine (tfjs-backend-wasm
- * 4.22, Node 22): 32x784 by 784x200 runs at about 25 GFLOP/s, but a product with a transposed
- * operand at about 2 GFLOP/s, and the backward pass of every dense layer multiplies by
- * transposes. The explicit transpose costs one copy of the operand.
+ * Cost of xnnpack packing one float of the right-hand operand, in units of one float that the
+ * wasm Transpose kernel copies. Measured on a 2-core AMD EPYC machine (tfjs-backend-wasm 4.22,
+ * Node 22): 32x784 by 784x200 with a new right operand took 0.94 ms, and 0.66 ms as
+ * (200x784 by 784x32)^T, where a transpose of 784x200 took 0.15 ms.
+ */
+const PACK_COST = 3
+
+/**
+ * Replaces the wasm BatchMatMul kernel. tfjs-backend-wasm 4.22 sends a product to xnnpack only
+ * when neither operand is transposed and there is one batch; xnnpack then packs the right
+ * operand into a new operator, which it caches by tensor. Every other product runs a scalar
+ * loop at about a tenth of the speed, and the backward pass of every dense layer multiplies by
+ * transposes. This kernel transposes operands explicitly so that xnnpack runs every product.
+ * For one batch it also picks between C = A B and C = (B^T A^T)^T, whichever copies and packs
+ * fewer floats: training packs new weights at every step, and for 32 images by a 784x200 layer
+ * packing the 32x784 input instead is faster.
  */
 export function registerWasmMatMulFix(): void {
   if (matMulRegistered) return
   const original = tf.getKernel('BatchMatMul', 'wasm')
   const transpose = tf.getKernel('Transpose', 'wasm')
   if (original === undefined || transpose === undefined) return
-  tf.unregisterKernel('BatchMatMul', 'wasm')
-  tf.registerKernel({
+  install({
     ...original,
     kernelFunc: (args) => {
       const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo }
       const attrs = args.attrs as { transposeA: boolean; transposeB: boolean }
-      if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc(args)
-      const swapLastTwo = (x: tf.TensorInfo): tf.TensorInfo => {
+      const backend = args.backend as tf.KernelBackend
+      const swapLastTwo = (sequence: KernelSequence, x: tf.TensorInfo): tf.TensorInfo => {
         const rank = x.shape.length
         const perm = [...Array(rank - 2).keys(), rank - 1, rank - 2]
-        return transpose.kernelFunc({
-          inputs: { x },
-          backend: args.backend,
-          attrs: { perm },
-        }) as tf.TensorInfo
+        return sequence.run(transpose, { x }, { perm })
       }
-      const left = attrs.transposeA ? swapLastTwo(a) : a
-      const right = attrs.transposeB ? swapLastTwo(b) : b
-      const result = original.kernelFunc({
-        ...args,
-        inputs: { a: left, b: right },
-        attrs: { ...attrs, transposeA: false, transposeB: false },
+      const multiply = (left: tf.TensorInfo, right: tf.TensorInfo): tf.TensorInfo =>
+        original.kernelFunc({
+          ...args,
+          inputs: { a: left, b: right },
+          attrs: { ...attrs, transposeA: false, transposeB: false },
+        }) as tf.TensorInfo
+      if (swapPays(a, b, attrs.transposeA, attrs.transposeB)) {
+        // C^T = B^T A^T: B^T is B as stored when transposeB is set, and A^T likewise.
+        return composite(backend, (sequence) => {
+          const left = attrs.transposeB ? b : swapLastTwo(sequence, b)
+          const right = attrs.transposeA ? a : swapLastTwo(sequence, a)
+          const product = multiply(left, right)
+          sequence.adopt(product)
+          return swapLastTwo(sequence, product)
+        })
+      }
+      if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc(args)
+      return composite(backend, (sequence) => {
+        const left = attrs.transposeA ? swapLastTwo(sequence, a) : a
+        const right = attrs.transposeB ? swapLastTwo(sequence, b) : b
+        return sequence.adopt(multiply(left, right))
       })
-      const backend = args.backend as tf.KernelBackend
-      if (left !== a) backend.disposeData(left.dataId)
-      if (right !== b) backend.disposeData(right.dataId)
-      return result
     },
   })
   matMulRegistered = true
+}
+
+/**
+ * Says whether C = (B^T A^T)^T copies and packs fewer floats than C = A B, for a product of one
+ * batch. A transposed operand costs a copy in the direct form and none in the swapped one.
+ */
+function swapPays(
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): boolean {
+  const batches = (shape: number[]) => shape.slice(0, -2).reduce((product, d) => product * d, 1)
+  if (batches(a.shape) !== 1 || batches(b.shape) !== 1) return false
+  const rows = (shape: number[], transposed: boolean) =>
+    shape[shape.length - (transposed ? 1 : 2)] as number
+  const columns = (shape: number[], transposed: boolean) =>
+    shape[shape.length - (transposed ? 2 : 1)] as number
+  const m = rows(a.shape, transposeA)
+  const k = columns(a.shape, transposeA)
+  const n = columns(b.shape, transposeB)
+  const direct = (transposeA ? m * k : 0) + (transposeB ? k * n : 0) + PACK_COST * k * n
+  const swapped = (transposeB ? 0 : k * n) + (transposeA ? 0 : m * k) + PACK_COST * m * k + m * n
+  return swapped < direct
 }
 
 /**
@@ -91,6 +163,12 @@ class KernelSequence {
 
   constructor(backend: tf.KernelBackend) {
     this.backend = backend
+  }
+
+  /** Takes a result that the caller computed, so that it is disposed with the others. */
+  adopt(result: tf.TensorInfo): tf.TensorInfo {
+    this.results.push(result)
+    return result
   }
 
   run(kernel: tf.KernelConfig, inputs: object, attrs: object): tf.TensorInfo {
@@ -162,7 +240,7 @@ export function registerWasmConv2DBackpropFilter(): void {
   }
   const kernels = wasmKernels(['Conv2D', 'Transpose', 'Slice', 'Fill'] as const)
   if (kernels === undefined) return
-  tf.registerKernel({
+  install({
     kernelName: 'Conv2DBackpropFilter',
     backendName: 'wasm',
     kernelFunc: (args) => {
@@ -316,8 +394,7 @@ export function registerWasmConv2DBackpropInput(): void {
     'Fill',
   ] as const)
   if (kernels === undefined) return
-  tf.unregisterKernel('Conv2DBackpropInput', 'wasm')
-  tf.registerKernel({
+  install({
     ...kernels.Conv2DBackpropInput,
     kernelFunc: (args) => {
       const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo }

@@ -7,6 +7,7 @@ import { type BackendName, selectBackend } from '../node/backend.ts'
 import { buildModel } from '../node/model.ts'
 import type { ModelName } from '../node/spec.ts'
 import type { Examples } from '../node/trainer.ts'
+import { withStockWasmKernels } from '../node/wasm-kernels.ts'
 import { runBenchmark } from './lib/bench-main.ts'
 import type { BenchProgress } from './lib/bench-progress.ts'
 import {
@@ -61,7 +62,10 @@ function faster(best: EpochTiming | undefined, timing: EpochTiming): EpochTiming
   return best === undefined || timing.samplesPerSecond > best.samplesPerSecond ? timing : best
 }
 
-/** Measures one model on one backend at one batch size: matMul rate, Trainer and model.fit. */
+/**
+ * Measures one model on one backend at one batch size: the matMul rate, Trainer.train, and
+ * model.fit with this project's kernels and with the backend's stock ones.
+ */
 async function measureCell(request: CellRequest): Promise<TrainCell> {
   const { model, backend, batchSize, examples, seed } = request
   await selectBackend(backend)
@@ -71,15 +75,29 @@ async function measureCell(request: CellRequest): Promise<TrainCell> {
   const products = layerProducts(shapeModel, batchSize)
   shapeModel.dispose()
   const forwardFlops = forwardFlopsPerSample(products, batchSize)
-  const matMul = matMulGflops(products)
+  // The bare rate is the stock kernel's: this project's BatchMatMul changes the product's form.
+  const matMul =
+    backend === 'wasm'
+      ? await withStockWasmKernels(() => matMulGflops(products))
+      : matMulGflops(products)
+  // Only wasm has kernels of this project, and its stock kernels cannot train a convolution.
+  const stockFitRuns = backend === 'wasm' && !model.startsWith('cnn')
 
   let trainer: EpochTiming | undefined
   let fit: EpochTiming | undefined
+  let stockFit: EpochTiming | undefined
   for (let repetition = 0; repetition < request.repetitions; repetition++) {
     trainer = faster(trainer, await timeTrainer(model, batchSize, seed, examples, request.signal))
     fit = faster(fit, await timeModelFit(model, batchSize, seed, examples))
+    if (stockFitRuns) {
+      const timing = await withStockWasmKernels(() =>
+        timeModelFit(model, batchSize, seed, examples),
+      )
+      stockFit = faster(stockFit, timing)
+    }
   }
   if (trainer === undefined || fit === undefined) throw new Error('Expected repetitions >= 1')
+  if (backend !== 'wasm') stockFit = fit
 
   const trainGflops = (3 * forwardFlops * trainer.samplesPerSecond) / 1e9
   return {
@@ -90,6 +108,9 @@ async function measureCell(request: CellRequest): Promise<TrainCell> {
     trainer,
     fit,
     speedupOverFit: trainer.samplesPerSecond / fit.samplesPerSecond,
+    stockFit: stockFit ?? null,
+    speedupOverStockFit:
+      stockFit === undefined ? null : trainer.samplesPerSecond / stockFit.samplesPerSecond,
     forwardMflopsPerSample: forwardFlops / 1e6,
     trainGflops,
     matMulGflops: matMul,

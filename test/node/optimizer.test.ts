@@ -4,11 +4,21 @@ import { Random } from '../../data/index.ts'
 import { selectBackend } from '../../node/backend.ts'
 import { setQuiet } from '../../node/log.ts'
 import { createOptimizer } from '../../node/optimizer.ts'
-import { SimdUpdate } from '../../node/simd-update.ts'
+import { instantiateKernels } from '../../node/simd-update.ts'
 import type { OptimizerName } from '../../node/spec.ts'
 
 function randomArray(random: Random, size: number, scale: number): Float32Array {
   return Float32Array.from({ length: size }, () => (random.nextFloat() * 2 - 1) * scale)
+}
+
+/** The largest |a - b| over all elements. */
+function largestDifference(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length)
+  let difference = 0
+  for (let i = 0; i < a.length; i++) {
+    difference = Math.max(difference, Math.abs((a[i] as number) - (b[i] as number)))
+  }
+  return difference
 }
 
 /** The largest |a - b| over all elements, relative to the largest |b|. */
@@ -23,61 +33,82 @@ function largestRelativeError(a: Float32Array, b: Float32Array): number {
   return difference / scale
 }
 
-describe('SimdUpdate', () => {
+/** Float arrays laid out one after another in a fresh WebAssembly memory, with a guard after each. */
+function layOut(sizes: number[]): { memory: WebAssembly.Memory; offsets: number[] } {
+  const guard = 4
+  const offsets: number[] = []
+  let offset = 0
+  for (const size of sizes) {
+    offsets.push(offset)
+    offset += (size + guard) * 4
+  }
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(offset / 65536) + 1 })
+  new Float32Array(memory.buffer).fill(GUARD_VALUE)
+  return { memory, offsets }
+}
+
+const GUARD_VALUE = 12345
+
+describe('update kernels', () => {
   // Sizes below, at and above a vector of 4, and one like the mlp's first kernel.
   const sizes = [1, 3, 4, 7, 1001, 784 * 200]
 
-  it('matches a float64 Adam over 5 steps for every size', () => {
+  it('match a float64 Adam over 5 steps within 1e-6 and write nothing past the end', () => {
     const random = new Random(11)
-    const update = new SimdUpdate(sizes, true)
-    const weights = sizes.map((size) => randomArray(random, size, 0.5))
-    const m = sizes.map((size) => new Float64Array(size))
-    const v = sizes.map((size) => new Float64Array(size))
-    const expected = weights.map((w) => Float64Array.from(w))
     let largest = 0
-    for (let step = 1; step <= 5; step++) {
-      const rate = 0.01 * step
-      const epsilon = 1e-7
-      sizes.forEach((size, index) => {
+    for (const size of sizes) {
+      // g, w, m, v, out
+      const { memory, offsets } = layOut([size, size, size, size, size])
+      const [g, w, m, v, out] = offsets as [number, number, number, number, number]
+      const kernels = instantiateKernels(memory)
+      const floats = new Float32Array(memory.buffer)
+      floats.set(randomArray(random, size, 0.5), w / 4)
+      floats.fill(0, m / 4, m / 4 + size)
+      floats.fill(0, v / 4, v / 4 + size)
+      const want = Float64Array.from(floats.subarray(w / 4, w / 4 + size))
+      const wantM = new Float64Array(size)
+      const wantV = new Float64Array(size)
+      for (let step = 1; step <= 5; step++) {
+        const rate = 0.01 * step
         const gradient = randomArray(random, size, 2)
-        const next = update.adam(
-          index,
-          gradient,
-          weights[index] as Float32Array,
-          0.9,
-          0.999,
-          rate,
-          epsilon,
-        )
-        const want = expected[index] as Float64Array
-        const mi = m[index] as Float64Array
-        const vi = v[index] as Float64Array
+        floats.set(gradient, g / 4)
+        kernels.adam(g, w, m, v, out, size * 4, 0.9, 0.1, 0.999, 0.001, rate, 1e-7)
+        floats.copyWithin(w / 4, out / 4, out / 4 + size)
         for (let j = 0; j < size; j++) {
-          const g = gradient[j] as number
-          mi[j] = 0.9 * (mi[j] as number) + 0.1 * g
-          vi[j] = 0.999 * (vi[j] as number) + 0.001 * g * g
+          const gj = gradient[j] as number
+          wantM[j] = 0.9 * (wantM[j] as number) + 0.1 * gj
+          wantV[j] = 0.999 * (wantV[j] as number) + 0.001 * gj * gj
           want[j] =
             (want[j] as number) -
-            (rate * (mi[j] as number)) / (Math.sqrt(vi[j] as number) + epsilon)
+            (rate * (wantM[j] as number)) / (Math.sqrt(wantV[j] as number) + 1e-7)
         }
-        largest = Math.max(largest, largestRelativeError(next, Float32Array.from(want)))
-        weights[index] = next
-      })
+      }
+      const result = floats.slice(out / 4, out / 4 + size)
+      largest = Math.max(largest, largestDifference(result, Float32Array.from(want)))
+      for (const start of [m, v, out]) {
+        expect(floats[start / 4 + size]).toBe(GUARD_VALUE)
+      }
     }
     expect(largest).toBeLessThan(1e-6)
   })
 
-  it('computes w - rate * g for every size', () => {
+  it('compute w - rate * g within 1e-6 and write nothing past the end', () => {
     const random = new Random(12)
-    const update = new SimdUpdate(sizes, false)
     let largest = 0
-    sizes.forEach((size, index) => {
+    for (const size of sizes) {
+      const { memory, offsets } = layOut([size, size, size])
+      const [g, w, out] = offsets as [number, number, number]
+      const kernels = instantiateKernels(memory)
+      const floats = new Float32Array(memory.buffer)
       const gradient = randomArray(random, size, 2)
       const weights = randomArray(random, size, 0.5)
-      const next = update.sgd(index, gradient, weights, 0.1)
-      const want = weights.map((w, j) => w - 0.1 * (gradient[j] as number))
-      largest = Math.max(largest, largestRelativeError(next, want))
-    })
+      floats.set(gradient, g / 4)
+      floats.set(weights, w / 4)
+      kernels.sgd(g, w, out, size * 4, 0.1)
+      const want = weights.map((x, j) => x - 0.1 * (gradient[j] as number))
+      largest = Math.max(largest, largestDifference(floats.slice(out / 4, out / 4 + size), want))
+      expect(floats[out / 4 + size]).toBe(GUARD_VALUE)
+    }
     expect(largest).toBeLessThan(1e-6)
   })
 })

@@ -275,3 +275,42 @@ describe('wasm conv2d gradient kernels', () => {
     }
   })
 })
+
+describe('wasm BatchMatMul replacement', () => {
+  /** [a shape, b shape, transposeA, transposeB]: direct and swapped forms, batches, transposes. */
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[32, 784], [784, 200], false, false],
+    [[2000, 784], [784, 200], false, false],
+    [[32, 784], [32, 200], true, false],
+    [[32, 200], [10, 200], false, true],
+    [[200, 32], [10, 200], true, true],
+    [[1, 5, 3], [1, 3, 7], false, false],
+    [[3, 4, 5], [3, 6, 5], false, true],
+    [[2, 5, 4], [2, 5, 6], true, false],
+  ]
+
+  beforeAll(async () => {
+    await tf.setBackend('wasm')
+    await tf.ready()
+    registerWasmKernels()
+  })
+
+  it.each(
+    cases.map((c) => [`${c[0]} x ${c[1]} transposeA ${c[2]} transposeB ${c[3]}`, c] as const),
+  )('matches cpu: %s', async (_name, [aShape, bShape, transposeA, transposeB]) => {
+    const random = (shape: number[], seed: number) =>
+      tf.randomUniform(shape, -1, 1, 'float32', seed)
+    const product = () =>
+      tf.tidy(() =>
+        tf.matMul(random(aShape, 1), random(bShape, 2), transposeA, transposeB).dataSync(),
+      ) as Float32Array
+    await tf.setBackend('cpu')
+    const expected = product()
+    await tf.setBackend('wasm')
+    const dataIdsBefore = wasmDataIds()
+    const actual = product()
+    expect(wasmDataIds()).toBe(dataIdsBefore)
+    expect(actual.length).toBe(expected.length)
+    expect(relativeError(actual, expected)).toBeLessThan(MAX_RELATIVE_ERROR)
+  })
+})

@@ -49,6 +49,8 @@ function cell(fields: Partial<TrainCell>): TrainCell {
     trainer: { samplesPerSecond: 100, loss: 1 },
     fit: { samplesPerSecond: 40, loss: 1 },
     speedupOverFit: 2.5,
+    stockFit: { samplesPerSecond: 40, loss: 1 },
+    speedupOverStockFit: 2.5,
     forwardMflopsPerSample: 0.4,
     trainGflops: 6,
     matMulGflops: 10,
@@ -153,7 +155,7 @@ describe('bench:train checks', () => {
 
   it('fails the lowest speedup and a low share', () => {
     const checks = evaluateTrainChecks([
-      cell({ speedupOverFit: 1.2, matMulShare: 0.3 }),
+      cell({ speedupOverStockFit: 1.2, matMulShare: 0.3 }),
       cell({ batchSize: 128 }),
     ])
     expect(checks[0]?.passed).toBe(false)
@@ -163,6 +165,15 @@ describe('bench:train checks', () => {
 
   it('leaves the speedup unjudged without cells', () => {
     expect(evaluateTrainChecks([])[0]?.passed).toBeNull()
+  })
+
+  it('skips a cell where a bare model.fit cannot train', () => {
+    const checks = evaluateTrainChecks([
+      cell({ speedupOverStockFit: 3 }),
+      cell({ model: 'cnn', stockFit: null, speedupOverStockFit: null, speedupOverFit: 1.1 }),
+    ])
+    expect(checks[0]?.passed).toBe(true)
+    expect(checks[0]?.measured).toContain('3.00x at the lowest (mlp on wasm at batch 32)')
   })
 })
 
@@ -197,6 +208,7 @@ describe('bench:train run', () => {
       for (const rate of [
         measured.trainer.samplesPerSecond,
         measured.fit.samplesPerSecond,
+        measured.stockFit?.samplesPerSecond ?? Number.NaN,
         measured.trainGflops,
         measured.matMulGflops,
         measured.matMulShare,

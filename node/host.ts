@@ -10,7 +10,6 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { toHex } from '../protocols/bytes.ts'
-import { honouringIdontwant } from './idontwant.ts'
 import { log } from './log.ts'
 import { formatSwarmKey, parseSwarmKey } from './swarm-key.ts'
 
@@ -109,31 +108,29 @@ export async function createHost(init: HostInit = {}): Promise<Host> {
       // NOTE: no topic score parameters are set, so a rejected message records an invalid
       // delivery with weight 0: the sender's score never drops and a flooding peer is never
       // graylisted.
-      pubsub: honouringIdontwant(
-        gossipsub({
-          // Gossipsub's default score takes 5 * (n - 10)^2 points from each of n > 10 peers on one
-          // IP address and stops gossiping with them below -10, so a swarm of 12 or more peers on
-          // one machine, or behind one NAT, would cut its own links.
-          scoreParams: { IPColocationFactorWeight: 0 },
-          // A delta that arrives before the remote subscription is known would be lost, so the
-          // round loop republishes on every new subscriber instead of failing the publish.
-          allowPublishToZeroTopicPeers: true,
-          emitSelf: false,
-          // Gossipsub checks a message's signature before it looks the message up among those it
-          // has seen, so each copy that mesh peers forward costs a signature check over the whole
-          // delta. Keying the seen messages by sender and sequence number (the message id of
-          // signed messages) drops a copy first. A forged copy of an unseen message is still
-          // checked and rejected, because only checked messages enter the cache.
-          fastMsgIdFn: senderAndSequence,
-          // Both sides of the size limit are set here: the receiver's frame limit, and the
-          // round loop, which splits every delta into messages of at most maxMessageBytes.
-          maxInboundDataLength: maxMessageBytes + RPC_OVERHEAD_BYTES,
-          maxOutboundBufferSize: Math.max(
-            MIN_OUTBOUND_BUFFER_BYTES,
-            4 * (maxMessageBytes + RPC_OVERHEAD_BYTES),
-          ),
-        }),
-      ),
+      pubsub: gossipsub({
+        // Gossipsub's default score takes 5 * (n - 10)^2 points from each of n > 10 peers on one
+        // IP address and stops gossiping with them below -10, so a swarm of 12 or more peers on
+        // one machine, or behind one NAT, would cut its own links.
+        scoreParams: { IPColocationFactorWeight: 0 },
+        // A delta that arrives before the remote subscription is known would be lost, so the
+        // round loop republishes on every new subscriber instead of failing the publish.
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // Gossipsub checks a message's signature before it looks the message up among those it
+        // has seen, so each copy that mesh peers forward costs a signature check over the whole
+        // delta. Keying the seen messages by sender and sequence number (the message id of
+        // signed messages) drops a copy first. A forged copy of an unseen message is still
+        // checked and rejected, because only checked messages enter the cache.
+        fastMsgIdFn: senderAndSequence,
+        // Both sides of the size limit are set here: the receiver's frame limit, and the
+        // round loop, which splits every delta into messages of at most maxMessageBytes.
+        maxInboundDataLength: maxMessageBytes + RPC_OVERHEAD_BYTES,
+        maxOutboundBufferSize: Math.max(
+          MIN_OUTBOUND_BUFFER_BYTES,
+          4 * (maxMessageBytes + RPC_OVERHEAD_BYTES),
+        ),
+      }),
     },
   })
   for (const address of init.bootstrap ?? []) {

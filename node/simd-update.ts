@@ -1,8 +1,8 @@
-// Adam and SGD updates in a small WebAssembly module that shares the memory of the wasm
-// backend, so it reads gradients and weights where tfjs keeps them and writes the new weights
-// into a fresh tensor, with no copy through JS. It uses 128-bit SIMD, four floats per
-// instruction; a JS loop took 0.62 ms for an Adam step of the mlp's 199,210 parameters on a
-// 2-core AMD EPYC machine (Node 22), and copying through JS cost more than the update itself.
+// Adam and SGD updates in a small WebAssembly module that shares the wasm backend's memory.
+// It reads gradients and weights where tfjs keeps them and writes the new weights into a fresh
+// tensor, with no copy through JS, four floats per 128-bit SIMD instruction. On a 2-core AMD
+// EPYC machine (Node 22) a JS loop took 0.62 ms for an Adam step of the mlp's 199,210
+// parameters, and copying the data through JS cost more than the update itself.
 import * as tf from '@tensorflow/tfjs'
 
 const FLOAT_BYTES = 4
@@ -119,8 +119,8 @@ function loopUntil(end: number, i: number, step: number, body: number[]): number
 
 /**
  * Runs `body` for the vector lanes up to the last whole vector and then for single floats up to
- * local `bytes`, with local `i` as the byte offset and local `end` as scratch. `body` gets the
- * lanes' instructions and says which locals hold its constants at that width.
+ * local `bytes`, with local `i` as the byte offset and local `end` as scratch. `body` returns
+ * the loop body written with the given lanes' instructions.
  */
 function vectorThenScalar(
   bytes: number,

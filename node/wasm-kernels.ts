@@ -35,8 +35,8 @@ function install(kernel: tf.KernelConfig): void {
 
 /**
  * Runs `task` with tfjs-backend-wasm's stock kernels in place of this project's, then puts this
- * project's back; the training benchmark uses it to time a bare model.fit and matMul. A stock
- * backend lacks Conv2DBackpropFilter, so a convolutional model cannot train meanwhile.
+ * project's back. The training benchmark times a bare model.fit and matMul with it. The stock
+ * backend lacks Conv2DBackpropFilter, so a convolutional model cannot train during `task`.
  */
 export async function withStockWasmKernels<T>(task: () => Promise<T> | T): Promise<T> {
   const ours = [...stockKernels.keys()].map((name) => tf.getKernel(name, 'wasm'))
@@ -78,12 +78,12 @@ const PACK_COST = 3
 
 /**
  * Replaces the wasm BatchMatMul kernel. tfjs-backend-wasm 4.22 sends a product to xnnpack only
- * when neither operand is transposed and there is one batch; xnnpack then packs the right
+ * when neither operand is transposed and there is one batch. xnnpack then packs the right
  * operand into a new operator, which it caches by tensor. Every other product runs a scalar
  * loop at about a tenth of the speed, and the backward pass of every dense layer multiplies by
- * transposes. This kernel transposes operands explicitly so that xnnpack runs every product.
- * For one batch it also picks between C = A B and C = (B^T A^T)^T, whichever copies and packs
- * fewer floats: training packs new weights at every step, and for 32 images by a 784x200 layer
+ * transposes. This kernel transposes operands explicitly, so xnnpack runs every product of one
+ * batch. It also picks between C = A B and C = (B^T A^T)^T, whichever copies and packs fewer
+ * floats. Training packs new weights at every step, and for 32 images by a 784x200 layer,
  * packing the 32x784 input instead is faster.
  */
 export function registerWasmMatMulFix(): void {

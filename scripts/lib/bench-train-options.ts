@@ -41,9 +41,11 @@ export const TRAIN_BENCH_HELP = `Usage: npm run bench:train -- [options]
 
 Measures training speed for each model, backend and batch size, in this process. For each
 combination it times one epoch of the project's training loop (Trainer.train, Adam with
-learning rate 0.001) and one epoch of a bare tf.layers model.fit on the same images, and the
-rate of tf.matMul (untransposed) at the shapes of the model's layers, where a convolution
-counts as the matrix product of its im2col form. Prints a table and writes JSON.
+learning rate 0.001) and one epoch of a tf.layers model.fit on the same images: a bare one,
+with tfjs-backend-wasm's stock kernels on wasm, and one with this project's wasm kernels. It
+also times the stock tf.matMul (untransposed, the fastest of 5 runs) at the shapes of the
+model's layers, where a convolution counts as the matrix product of its im2col form. Prints a
+table and writes JSON.
 
 Training GFLOP/s counts 3 times the forward pass's matrix and convolution operations per
 sample (2*M*N*K each; the backward pass is counted as twice the forward).

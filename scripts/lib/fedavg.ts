@@ -27,7 +27,7 @@ export interface FedAvgSetting {
   paperSource: string
   /** Learning rates searched when the command line gives none. */
   learningRates: number[]
-  /** The paper's CNN needs a GPU to finish here in hours rather than days. */
+  /** The paper's CNN runs for hours on 2 CPU cores (an estimate), so it asks for a GPU. */
   needsGpu: boolean
 }
 
@@ -381,7 +381,7 @@ export function formatFedAvgReport(result: FedAvgResult, options: FedAvgOptions)
     if (setting.needsGpu) {
       lines.push(
         'To run it on another backend anyway, name one after `--`, such as',
-        `\`npm run experiment -- ${result.name} -- --backend wasm\`. On 2 CPU cores that takes days.`,
+        `\`npm run experiment -- ${result.name} -- --backend wasm\`. On 2 CPU cores that would take hours (an estimate).`,
         '',
       )
     }

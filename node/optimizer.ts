@@ -67,8 +67,8 @@ class HeapSgd implements Optimizer {
     assignEach(this.heap, this.variables, (i, out) => {
       const variable = this.variables[i] as tf.Variable
       this.heap.kernels.sgd(
-        this.heap.address(gradients[i] as tf.Tensor),
-        this.heap.address(variable),
+        this.heap.address(gradients[i] as tf.Tensor, variable.size),
+        this.heap.address(variable, variable.size),
         out,
         variable.size * 4,
         this.learningRate,
@@ -112,8 +112,8 @@ class HeapAdam implements Optimizer {
       const variable = this.variables[i] as tf.Variable
       const { first, second } = this.moments[i] as { first: number; second: number }
       this.heap.kernels.adam(
-        this.heap.address(gradients[i] as tf.Tensor),
-        this.heap.address(variable),
+        this.heap.address(gradients[i] as tf.Tensor, variable.size),
+        this.heap.address(variable, variable.size),
         first,
         second,
         out,

@@ -282,6 +282,7 @@ interface BackendWasmInternals {
   dataIdMap: { has(dataId: object): boolean }
   getMemoryOffset(dataId: object): number
   makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo
+  disposeData(dataId: object): boolean
 }
 
 /**
@@ -305,11 +306,17 @@ export class WasmHeap {
     return new WasmHeap(backend, memory)
   }
 
-  /** Byte offset of a float32 tensor's data. */
-  address(tensor: tf.Tensor): number {
-    if (tensor.dtype !== 'float32' || !this.backend.dataIdMap.has(tensor.dataId)) {
+  /** Returns the byte offset of a float32 tensor's data, after checking its dtype and size. */
+  address(tensor: tf.Tensor, size: number): number {
+    if (tensor.dtype !== 'float32') {
+      throw new TypeError(`Expected a float32 tensor, got a ${tensor.dtype} tensor`)
+    }
+    if (tensor.size !== size) {
+      throw new RangeError(`Expected a tensor of ${size} values, got ${tensor.size}`)
+    }
+    if (!this.backend.dataIdMap.has(tensor.dataId)) {
       throw new TypeError(
-        `Expected a float32 tensor held by the wasm backend, got a ${tensor.dtype} tensor held elsewhere`,
+        'Expected a tensor held by the wasm backend, got one held by another backend',
       )
     }
     return this.backend.getMemoryOffset(tensor.dataId)
@@ -335,9 +342,10 @@ export class WasmHeap {
     try {
       write(this.backend.getMemoryOffset(info.dataId))
     } catch (error) {
-      tf.backend().disposeData(info.dataId)
+      this.backend.disposeData(info.dataId)
       throw error
     }
-    return tf.engine().makeTensorFromTensorInfo(info)
+    // Naming the backend keeps the tensor on wasm when another backend is active.
+    return tf.engine().makeTensorFromTensorInfo(info, this.backend as unknown as tf.KernelBackend)
   }
 }

@@ -174,4 +174,34 @@ describe('createOptimizer', () => {
       expect(tf.memory().numTensors).toBe(tensorsBefore)
     })
   }
+
+  it('rejects a gradient of the wrong size on wasm', async () => {
+    await selectBackend('wasm')
+    const variable = tf.tidy(() => tf.variable(tf.ones([8])))
+    const gradient = tf.ones([2])
+    const optimizer = createOptimizer('sgd', [variable], 0.1)
+    try {
+      expect(() => optimizer.apply([gradient])).toThrow('Expected a tensor of 8 values, got 2')
+      expect([...(variable.dataSync() as Float32Array)]).toEqual(new Array(8).fill(1))
+    } finally {
+      optimizer.dispose()
+      tf.dispose([variable, gradient])
+    }
+  })
+
+  it('updates wasm variables while cpu is active', async () => {
+    await selectBackend('wasm')
+    const variable = tf.tidy(() => tf.variable(tf.ones([6])))
+    const gradient = tf.ones([6])
+    const optimizer = createOptimizer('sgd', [variable], 0.5)
+    try {
+      await tf.setBackend('cpu')
+      optimizer.apply([gradient])
+      expect([...(variable.dataSync() as Float32Array)]).toEqual(new Array(6).fill(0.5))
+    } finally {
+      await tf.setBackend('wasm')
+      optimizer.dispose()
+      tf.dispose([variable, gradient])
+    }
+  })
 })

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { registerWasmKernels } from '../../node/wasm-kernels.ts'
+import { registerWasmKernels, withStockWasmKernels } from '../../node/wasm-kernels.ts'
 
 type Pair = [number, number]
 type Shape4 = [number, number, number, number]
@@ -287,6 +287,8 @@ describe('wasm BatchMatMul replacement', () => {
     [[1, 5, 3], [1, 3, 7], false, false],
     [[3, 4, 5], [3, 6, 5], false, true],
     [[2, 5, 4], [2, 5, 6], true, false],
+    [[0, 4], [0, 3], true, false],
+    [[2, 0], [0, 3], false, false],
   ]
 
   beforeAll(async () => {
@@ -312,5 +314,24 @@ describe('wasm BatchMatMul replacement', () => {
     expect(wasmDataIds()).toBe(dataIdsBefore)
     expect(actual.length).toBe(expected.length)
     expect(relativeError(actual, expected)).toBeLessThan(MAX_RELATIVE_ERROR)
+  })
+
+  it('restores its kernels after overlapping stock sections', async () => {
+    const ours = tf.getKernel('BatchMatMul', 'wasm')
+    let inside: tf.KernelConfig | undefined
+    const section = () =>
+      withStockWasmKernels(async () => {
+        await Promise.resolve()
+        inside = tf.getKernel('BatchMatMul', 'wasm')
+      })
+    await Promise.all([section(), section()])
+    expect(inside).not.toBe(ours)
+    expect(tf.getKernel('BatchMatMul', 'wasm')).toBe(ours)
+    await expect(
+      withStockWasmKernels(() => {
+        throw new Error('task failed')
+      }),
+    ).rejects.toThrow('task failed')
+    expect(tf.getKernel('BatchMatMul', 'wasm')).toBe(ours)
   })
 })

@@ -25,6 +25,11 @@ export const log = {
     debugLog(template, ...values)
     if (!quiet) process.stderr.write(`${format(template, values)}\n`)
   },
+  /** Writes to stderr even when the process runs quietly, as `error` does. */
+  warn(template: string, ...values: unknown[]): void {
+    debugLog(template, ...values)
+    process.stderr.write(`warning: ${format(template, values)}\n`)
+  },
   error(template: string, ...values: unknown[]): void {
     debugLog.error(template, ...values)
     process.stderr.write(`error: ${format(template, values)}\n`)

@@ -13,6 +13,7 @@ import {
 } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { InvalidSwarmKeyError } from './errors.ts'
+import { log } from './log.ts'
 
 /**
  * A libp2p swarm key file (version 1, as @libp2p/pnet documents it) has three lines: this
@@ -105,6 +106,15 @@ export function readSwarmKeyFile(path: string): Uint8Array {
       )
     }
     file = readFileSync(path)
+    if ((stats.mode & 0o077) !== 0) {
+      const mode = (stats.mode & 0o777).toString(8).padStart(4, '0')
+      log.warn(
+        "swarm key file '%s' has mode %s, so other users of this machine can read the key. Restrict it with: chmod 600 '%s'",
+        path,
+        mode,
+        path,
+      )
+    }
   } catch (error) {
     if (error instanceof InvalidSwarmKeyError) throw error
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {

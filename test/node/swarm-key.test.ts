@@ -1,7 +1,15 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -9,7 +17,12 @@ import type { Message } from '@libp2p/interface'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { InvalidSwarmKeyError } from '../../node/errors.ts'
 import { createHost, describeDialFailure, type Host, type HostInit } from '../../node/host.ts'
-import { formatSwarmKey, parseSwarmKey, SWARM_KEY_BYTES } from '../../node/swarm-key.ts'
+import {
+  formatSwarmKey,
+  parseSwarmKey,
+  readSwarmKeyFile,
+  SWARM_KEY_BYTES,
+} from '../../node/swarm-key.ts'
 
 const CLI = resolve(import.meta.dirname, '../../node/cli.ts')
 const GENERATOR = resolve(import.meta.dirname, '../../scripts/swarm-key.ts')
@@ -299,5 +312,24 @@ describe('npm run peer --swarm-key', () => {
     expect(stderr).toContain(`Invalid swarm key file '${path}'`)
     expect(stderr).toContain('npm run swarm-key')
     expect(stderr).not.toContain(secret)
+  })
+
+  it('warns about a key file that other users can read', () => {
+    const path = join(newFolder(), 'open.key')
+    writeFileSync(path, formatSwarmKey(randomBytes(SWARM_KEY_BYTES)))
+    // An explicit chmod, because the umask may strip bits from the mode that writeFileSync gets.
+    chmodSync(path, 0o644)
+    const written: string[] = []
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk))
+      return true
+    })
+    try {
+      expect(readSwarmKeyFile(path)).toHaveLength(readFileSync(path).length)
+    } finally {
+      spy.mockRestore()
+    }
+    expect(written.join('')).toContain(`'${path}' has mode 0644`)
+    expect(written.join('')).toContain(`chmod 600 '${path}'`)
   })
 })

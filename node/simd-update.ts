@@ -4,6 +4,7 @@
 // EPYC machine (Node 22) a JS loop took 0.62 ms for an Adam step of the mlp's 199,210
 // parameters, and copying the data through JS cost more than the update itself.
 import * as tf from '@tensorflow/tfjs'
+import { log } from './log.ts'
 
 const FLOAT_BYTES = 4
 const VECTOR_BYTES = 16
@@ -303,7 +304,13 @@ export class WasmHeap {
     const backend = tf.backend() as unknown as BackendWasmInternals
     const memory = backend.wasm?.asm?.memory
     if (!(memory instanceof WebAssembly.Memory)) return undefined
-    return new WasmHeap(backend, memory)
+    try {
+      return new WasmHeap(backend, memory)
+    } catch (error) {
+      // The threaded wasm build shares its memory, and the module imports an unshared one.
+      log.info('optimiser: SIMD update unavailable (%s); using tensor operations', String(error))
+      return undefined
+    }
   }
 
   /** Returns the byte offset of a float32 tensor's data, after checking its dtype and size. */

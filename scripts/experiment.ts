@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { MODEL_NAMES } from '../node/spec.ts'
-import { killAllChildren } from './lib/children.ts'
+import { runCommand, stopOnSignals, UsageError } from './lib/command.ts'
 import {
   FEDAVG_NAMES,
   FEDAVG_SETTINGS,
@@ -15,12 +15,10 @@ import {
   renderFedAvg,
   runFedAvg,
 } from './lib/fedavg.ts'
-import { PeerProcessError } from './lib/launcher.ts'
 import { renderConvergence } from './lib/plot.ts'
 import { formatScalingReport, renderScaling, runScaling } from './lib/scaling.ts'
 import { writeFileAtomic } from './lib/write-atomic.ts'
 
-const EXIT_USAGE = 2
 const EXPERIMENTS = ['scaling', ...FEDAVG_NAMES] as const
 
 const HELP = `Usage: npm run experiment -- NAME [options] [-- peer options]
@@ -63,10 +61,6 @@ Options of the fedavg experiments:
 Options after -- go to every peer, for example:
   npm run experiment -- scaling --peer-counts 1,2 -- --train-samples 6000 --test-samples 2000
   npm run experiment -- fedavg-2nn-iid -- --codec int8`
-
-class UsageError extends Error {
-  static override name = 'UsageError'
-}
 
 interface CommonOptions {
   rounds: number | undefined
@@ -308,37 +302,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`)
     return 0
   }
-  const shutdown = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: stopping the experiment\n`)
-    shutdown.abort(new Error(`stopped by ${signal}`))
-    process.exitCode = signal === 'SIGINT' ? 130 : 143
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const signal = stopOnSignals('experiment')
   process.stdout.write(`experiment folder: ${options.out}\n`)
   return options.name === 'scaling'
-    ? runScalingExperiment(options, shutdown.signal)
-    : runFedAvgExperiment(options, shutdown.signal)
+    ? runScalingExperiment(options, signal)
+    : runFedAvgExperiment(options, signal)
 }
 
-// A crash must not leave peers behind; 'exit' handlers run synchronously.
-process.on('exit', killAllChildren)
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode ??= code
-  },
-  (error: unknown) => {
-    if (error instanceof UsageError) {
-      process.stderr.write(`${error.message}\n`)
-      process.exitCode = EXIT_USAGE
-      return
-    }
-    if (process.exitCode === undefined) {
-      process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
-      process.exitCode =
-        error instanceof PeerProcessError && error.exitCode === EXIT_USAGE ? EXIT_USAGE : 1
-    }
-  },
-)
+runCommand(main)

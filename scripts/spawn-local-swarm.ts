@@ -2,19 +2,17 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parsePartition } from '../data/index.ts'
 import { MODEL_NAMES } from '../node/spec.ts'
-import { killAllChildren } from './lib/children.ts'
+import { runCommand, stopOnSignals, UsageError } from './lib/command.ts'
 import {
   type LaunchMode,
   listenPortCount,
   MIN_BASE_PORT,
   maxBasePort,
-  PeerProcessError,
   runSwarm,
   type SwarmSummary,
 } from './lib/launcher.ts'
 import { renderConvergence } from './lib/plot.ts'
 
-const EXIT_USAGE = 2
 /**
  * Maximum peers one launcher starts, because a peer may receive a dial from every other one and
  * node/host.ts accepts at most 256 inbound connections that are still upgrading.
@@ -53,15 +51,6 @@ Options:
 Options after -- are passed to every peer, for example:
   npm start -- --peers 2 -- --train-samples 6000 --test-samples 2000
 (see npm run peer -- --help).`
-
-class UsageError extends Error {
-  static override name = 'UsageError'
-
-  constructor(message: string) {
-    super(message)
-    this.name = 'UsageError'
-  }
-}
 
 function integerOption(name: string, text: string, min: number, max = 2 ** 31 - 1): number {
   const value = Number(text)
@@ -208,16 +197,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`)
     return 0
   }
-  const shutdown = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: stopping the swarm\n`)
-    shutdown.abort(new Error(`stopped by ${signal}`))
-    process.exitCode = signal === 'SIGINT' ? 130 : 143
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const signal = stopOnSignals('swarm')
   process.stdout.write(`run folder: ${options.out}\n`)
-  const summary = await runSwarm({ ...options, signal: shutdown.signal })
+  const summary = await runSwarm({ ...options, signal: signal })
   const plots = await renderConvergence(options.out)
   process.stdout.write(
     `results (target ${(summary.target * 100).toFixed(1)}%, backend ${summary.backend}):\n` +
@@ -232,24 +214,4 @@ async function main(argv: string[]): Promise<number> {
   return 0
 }
 
-// A crash of the launcher must not leave peers behind; 'exit' handlers run synchronously.
-process.on('exit', killAllChildren)
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode ??= code
-  },
-  (error: unknown) => {
-    if (error instanceof UsageError) {
-      process.stderr.write(`${error.message}\n`)
-      process.exitCode = EXIT_USAGE
-      return
-    }
-    if (process.exitCode === undefined) {
-      process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
-      // A peer that exits 2 rejected an option passed to it after the second --.
-      process.exitCode =
-        error instanceof PeerProcessError && error.exitCode === EXIT_USAGE ? EXIT_USAGE : 1
-    }
-  },
-)
+runCommand(main)

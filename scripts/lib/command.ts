@@ -18,12 +18,12 @@ export class UsageError extends Error {
 
 /**
  * Returns a signal that SIGINT or SIGTERM aborts. Either one also writes "SIGNAL: stopping the
- * `what`" and sets the exit code to 130 or 143.
+ * `job`" and sets the exit code to 130 or 143.
  */
-export function stopOnSignals(what: string): AbortSignal {
+export function stopOnSignals(job: string): AbortSignal {
   const shutdown = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: stopping the ${what}\n`)
+    process.stderr.write(`${signal}: stopping the ${job}\n`)
     shutdown.abort(new Error(`stopped by ${signal}`))
     process.exitCode = signal === 'SIGINT' ? 130 : 143
   }

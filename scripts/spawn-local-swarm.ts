@@ -128,7 +128,11 @@ function parseLaunchOptions(argv: string[]): LaunchOptions | undefined {
       },
     }).values
   } catch (error) {
-    throw new UsageError(`${(error as Error).message}. Run with --help for the accepted options`)
+    // Node's message ends with a full stop of its own.
+    const message = (error as Error).message.replace(/\.$/, '')
+    throw new UsageError(
+      `${message}. Peer options such as --train-samples go after a second --, as in: npm start -- --peers 2 -- --train-samples 2000. Run with --help for the launcher's options`,
+    )
   }
   if (values.help === true) return undefined
   const mode = (values.mode as string | undefined) ?? 'both'

@@ -12,6 +12,8 @@ const LEARNING_RATE = 0.001
 const MATMUL_MIN_MS = 20
 /** Minimum number of calls in one timed run. */
 const MATMUL_MIN_CALLS = 3
+/** Batches of the untimed epoch before each timed one, so that V8 has compiled the hot code. */
+const WARM_BATCHES = 16
 /** Timed runs per shape, of which the fastest counts, so that a busy moment does not. */
 const MATMUL_RUNS = 5
 
@@ -119,7 +121,7 @@ function headOf(examples: Examples, count: number): Examples {
 
 /**
  * Times one epoch of Trainer.train on `examples` and returns samples per second and the mean
- * loss. An untimed epoch of one batch runs first, on a separate trainer.
+ * loss. An untimed epoch of up to WARM_BATCHES batches runs first, on a separate trainer.
  */
 export async function timeTrainer(
   model: ModelName,
@@ -128,7 +130,7 @@ export async function timeTrainer(
   examples: Examples,
   signal?: AbortSignal,
 ): Promise<{ samplesPerSecond: number; loss: number }> {
-  const warmCount = Math.min(examples.count, batchSize)
+  const warmCount = Math.min(examples.count, WARM_BATCHES * batchSize)
   const warm = new Trainer(
     trainSpec(model, batchSize, seed, warmCount),
     headOf(examples, warmCount),
@@ -165,7 +167,8 @@ function labelTensor(labels: Uint8Array): tf.Tensor2D {
 /**
  * Times one epoch of a bare model.fit on `examples`, held as two resident tensors, and returns
  * samples per second and the mean loss. The fit shuffles, uses Adam with the same learning
- * rate and softmax cross-entropy on the logits. An untimed fit on one batch runs first.
+ * rate and softmax cross-entropy on the logits. An untimed fit on up to WARM_BATCHES batches runs
+ * first.
  */
 export async function timeModelFit(
   model: ModelName,
@@ -180,7 +183,7 @@ export async function timeModelFit(
   })
   const xs = tf.tensor2d(examples.images, [examples.count, PIXELS])
   const ys = labelTensor(examples.labels)
-  const warmCount = Math.min(examples.count, batchSize)
+  const warmCount = Math.min(examples.count, WARM_BATCHES * batchSize)
   const warmXs = xs.slice(0, warmCount)
   const warmYs = ys.slice(0, warmCount)
   try {

@@ -47,8 +47,16 @@ also times the stock tf.matMul (untransposed, the fastest of 5 runs) at the shap
 model's layers, where a convolution counts as the matrix product of its im2col form. Prints a
 table and writes JSON.
 
-Training GFLOP/s counts 3 times the forward pass's matrix and convolution operations per
-sample (2*M*N*K each; the backward pass is counted as twice the forward).
+Columns: Trainer/s, bare fit/s and fit/s are training images per second of one epoch, after
+an untimed warm-up of up to 16 batches; x bare and x fit are Trainer/s over each. On backends
+other than wasm the two fits are one and the same. Training GFLOP/s counts 3 times the forward
+pass's matrix and convolution operations per sample (2*M*N*K each; the backward pass is counted
+as twice the forward), and share is that rate over the matMul rate.
+
+After the table, each check line says pass or FAIL against a target: Trainer.train at least 2x
+a bare model.fit on wasm, mlp at batch 32 at least 50% of the matMul rate, and cnn on wasm at
+least 5x its rate on cpu. A FAIL does not change the exit code (0), and a short or busy run
+reads low: the recorded figures used --samples 2048 or more with no other job running.
 
 Options:
   --models LIST        comma-separated models (default: ${MODEL_NAMES.join(',')})
@@ -156,12 +164,29 @@ export function parseTrainBenchOptions(argv: string[]): TrainBenchOptions | unde
       : listOption('batch-sizes', values['batch-sizes']).map((item) =>
           integerText('batch-sizes', item, 1, 60_000),
         )
+  const backends = namesOption(
+    'backends',
+    values.backends ?? DEFAULT_BACKENDS.join(','),
+    backendNames,
+  )
+  const samples = integerText('samples', values.samples ?? '4096', 1, 60_000)
+  const cpuSamples = integerText('cpu-samples', values['cpu-samples'] ?? '256', 1, 60_000)
+  const largestBatch = Math.max(...batchSizes)
+  const tooFew: [OptionName, number][] = [['samples', samples]]
+  if (backends.includes('cpu')) tooFew.push(['cpu-samples', cpuSamples])
+  for (const [name, value] of tooFew) {
+    if (value < largestBatch) {
+      throw new TrainBenchUsageError(
+        `Expected --${name} to be at least the largest batch size, ${largestBatch}, got ${value}: an epoch shorter than one batch times no whole step`,
+      )
+    }
+  }
   return {
     models: namesOption('models', values.models ?? MODEL_NAMES.join(','), MODEL_NAMES),
-    backends: namesOption('backends', values.backends ?? DEFAULT_BACKENDS.join(','), backendNames),
+    backends,
     batchSizes,
-    samples: integerText('samples', values.samples ?? '4096', 1, 60_000),
-    cpuSamples: integerText('cpu-samples', values['cpu-samples'] ?? '256', 1, 60_000),
+    samples,
+    cpuSamples,
     repetitions: integerText('repetitions', values.repetitions ?? '1', 1, 100),
     seed: integerText('seed', values.seed ?? '1', 0, 2 ** 32 - 1),
     out: values.out ?? defaultTrainOutPath(),

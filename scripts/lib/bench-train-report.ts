@@ -178,8 +178,8 @@ export function formatTrainReport(report: TrainBenchReport, out: string): string
     '',
     'Samples per second of one epoch. bare fit: model.fit with the stock kernels (on wasm,',
     "without this project's; 'cannot' where they lack a gradient). fit: model.fit with this",
-    "project's kernels. x bare, x fit: Trainer/s over each. share = train GFLOP/s / matMul",
-    'GFLOP/s, matMul with the stock kernel.',
+    "project's kernels on wasm, the same fit elsewhere. x bare, x fit: Trainer/s over each.",
+    'share = train GFLOP/s / matMul GFLOP/s, matMul with the stock kernel.',
   )
   for (const backend of report.backends) {
     if (!backend.loaded) lines.push(`Skipped backend ${backend.name}: ${backend.reason}`)

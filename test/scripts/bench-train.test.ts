@@ -222,6 +222,19 @@ describe('bench:train run', () => {
     expect(report.checks.length).toBeGreaterThan(0)
   })
 
+  it('rejects fewer samples than a batch', () => {
+    expect(() => parseTrainBenchOptions(['--batch-sizes', '32', '--samples', '16'])).toThrow(
+      'Expected --samples to be at least the largest batch size, 32, got 16',
+    )
+    expect(() =>
+      parseTrainBenchOptions(['--batch-sizes', '64', '--backends', 'cpu', '--cpu-samples', '8']),
+    ).toThrow('Expected --cpu-samples to be at least the largest batch size, 64, got 8')
+    expect(
+      parseTrainBenchOptions(['--batch-sizes', '64', '--backends', 'wasm', '--cpu-samples', '8'])
+        ?.cpuSamples,
+    ).toBe(8)
+  })
+
   it('exits with code 2 on an invalid option', async () => {
     const result = await runBench(['--batch-sizes', 'many'])
     expect(result.code).toBe(2)

@@ -1,13 +1,25 @@
 // Optimiser updates for the trainer: a SIMD WebAssembly module on the wasm backend, tensor
 // operations elsewhere.
 import * as tf from '@tensorflow/tfjs'
-import { WasmHeap } from './simd-update.ts'
+import { FLOAT_BYTES, WasmHeap } from './simd-update.ts'
 import type { OptimizerName } from './spec.ts'
 
 /** Adam's constants, as tf.train.adam uses them by default in tfjs-core 4.22. */
 const ADAM_BETA1 = 0.9
 const ADAM_BETA2 = 0.999
 const ADAM_EPSILON = 1e-7
+
+/**
+ * Returns the step size and epsilon of Adam's step number `step` (from 1), with the bias
+ * corrections of m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t)) + epsilon) folded into them.
+ */
+function adamStep(learningRate: number, step: number): { rate: number; epsilon: number } {
+  const secondRoot = Math.sqrt(1 - ADAM_BETA2 ** step)
+  return {
+    rate: (learningRate * secondRoot) / (1 - ADAM_BETA1 ** step),
+    epsilon: ADAM_EPSILON * secondRoot,
+  }
+}
 
 /** One optimiser over a fixed list of variables. */
 export interface Optimizer {
@@ -70,7 +82,7 @@ class HeapSgd implements Optimizer {
         this.heap.address(gradients[i] as tf.Tensor, variable.size),
         this.heap.address(variable, variable.size),
         out,
-        variable.size * 4,
+        variable.size * FLOAT_BYTES,
         this.learningRate,
       )
     })
@@ -81,8 +93,7 @@ class HeapSgd implements Optimizer {
 
 /**
  * Adam in the SIMD module, with its moments in the wasm heap. It computes tf.train.adam's
- * update in float32, with the bias corrections of m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t))
- * + epsilon) folded into one learning rate and one epsilon per step, so its bits differ from
+ * update in float32 with the bias corrections folded as adamStep does, so its bits differ from
  * tf.train.adam's.
  */
 class HeapAdam implements Optimizer {
@@ -105,9 +116,7 @@ class HeapAdam implements Optimizer {
 
   apply(gradients: tf.Tensor[]): void {
     this.steps++
-    const secondRoot = Math.sqrt(1 - ADAM_BETA2 ** this.steps)
-    const rate = (this.learningRate * secondRoot) / (1 - ADAM_BETA1 ** this.steps)
-    const epsilon = ADAM_EPSILON * secondRoot
+    const { rate, epsilon } = adamStep(this.learningRate, this.steps)
     assignEach(this.heap, this.variables, (i, out) => {
       const variable = this.variables[i] as tf.Variable
       const { first, second } = this.moments[i] as { first: number; second: number }
@@ -117,7 +126,7 @@ class HeapAdam implements Optimizer {
         first,
         second,
         out,
-        variable.size * 4,
+        variable.size * FLOAT_BYTES,
         ADAM_BETA1,
         1 - ADAM_BETA1,
         ADAM_BETA2,
@@ -163,7 +172,7 @@ class TensorSgd implements Optimizer {
 
 /**
  * Adam in tensor operations, with 12 element-wise passes per variable where tf.train.adam 4.22
- * makes 15 and creates several scalars per variable. It folds the bias corrections as HeapAdam
+ * makes 15 and creates several scalars per variable. It folds the bias corrections as adamStep
  * does.
  */
 class TensorAdam implements Optimizer {
@@ -183,11 +192,10 @@ class TensorAdam implements Optimizer {
 
   apply(gradients: tf.Tensor[]): void {
     this.steps++
-    const firstCorrection = 1 - ADAM_BETA1 ** this.steps
-    const secondRoot = Math.sqrt(1 - ADAM_BETA2 ** this.steps)
+    const folded = adamStep(this.learningRate, this.steps)
     tf.tidy(() => {
-      const rate = tf.scalar((this.learningRate * secondRoot) / firstCorrection)
-      const epsilon = tf.scalar(ADAM_EPSILON * secondRoot)
+      const rate = tf.scalar(folded.rate)
+      const epsilon = tf.scalar(folded.epsilon)
       const firstDecay = tf.scalar(1 - ADAM_BETA1)
       const secondDecay = tf.scalar(1 - ADAM_BETA2)
       this.variables.forEach((variable, i) => {

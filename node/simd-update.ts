@@ -6,7 +6,8 @@
 import * as tf from '@tensorflow/tfjs'
 import { log } from './log.ts'
 
-const FLOAT_BYTES = 4
+/** Bytes of one float32. */
+export const FLOAT_BYTES = 4
 const VECTOR_BYTES = 16
 
 // Instruction bytes of the WebAssembly core and SIMD specifications used below.
@@ -131,8 +132,8 @@ function vectorThenScalar(
 ): number[] {
   return [
     ...[...get(bytes), I32_CONST, ...signedLeb(-VECTOR_BYTES), I32_AND, LOCAL_SET, end],
-    ...loopUntil(end, i, VECTOR_BYTES, body(VECTOR)),
-    ...loopUntil(bytes, i, FLOAT_BYTES, body(SCALAR)),
+    ...loopUntil(end, i, VECTOR.step, body(VECTOR)),
+    ...loopUntil(bytes, i, SCALAR.step, body(SCALAR)),
   ]
 }
 
@@ -214,7 +215,7 @@ function functionType(params: number[]): number[] {
 }
 
 /** Assembles the module: it imports its memory as env.memory and exports adam and sgd. */
-export function moduleBytes(): Uint8Array {
+function moduleBytes(): Uint8Array {
   const adam = adamBody()
   const sgd = sgdBody()
   return Uint8Array.from([
@@ -308,7 +309,10 @@ export class WasmHeap {
       return new WasmHeap(backend, memory)
     } catch (error) {
       // The threaded wasm build shares its memory, and the module imports an unshared one.
-      log.info('optimiser: SIMD update unavailable (%s); using tensor operations', String(error))
+      log.info(
+        'optimiser: the SIMD update module failed to link (%s), so updates use tensor operations',
+        String(error),
+      )
       return undefined
     }
   }

@@ -6,7 +6,7 @@ import { PeerProcessError } from './launcher.ts'
 /** Exit code of a command line that the command rejects. */
 export const EXIT_USAGE = 2
 
-/** A command line that the command rejects; the message names the value and the fix. */
+/** An error for a command line that the command rejects. Its message names the value and the fix. */
 export class UsageError extends Error {
   static override name = 'UsageError'
 
@@ -37,7 +37,7 @@ export function stopOnSignals(job: string): AbortSignal {
  * UsageError or for a peer that rejected its options, 1 for another error.
  */
 export function runCommand(main: (argv: string[]) => Promise<number>): void {
-  // A crash must not leave peers behind; 'exit' handlers run synchronously.
+  // A crash must not leave peers behind. The kill is synchronous, as 'exit' handlers must be.
   process.on('exit', killAllChildren)
   main(process.argv.slice(2)).then(
     (code) => {

@@ -27,7 +27,7 @@ export interface FedAvgSetting {
   paperSource: string
   /** Learning rates searched when the command line gives none. */
   learningRates: number[]
-  /** The paper's CNN runs for hours on 2 CPU cores (an estimate), so it asks for a GPU. */
+  /** The paper's CNN runs for hours on 2 CPU cores (an estimate), so it expects a GPU backend. */
   needsGpu: boolean
 }
 

@@ -314,7 +314,7 @@ describe('npm run peer --swarm-key', () => {
     expect(stderr).not.toContain(secret)
   })
 
-  it('warns about a key file that other users can read', () => {
+  it('warns about a readable key file', () => {
     const path = join(newFolder(), 'open.key')
     writeFileSync(path, formatSwarmKey(randomBytes(SWARM_KEY_BYTES)))
     // An explicit chmod, because the umask may strip bits from the mode that writeFileSync gets.

@@ -316,7 +316,7 @@ describe('wasm BatchMatMul replacement', () => {
     expect(relativeError(actual, expected)).toBeLessThan(MAX_RELATIVE_ERROR)
   })
 
-  it('restores its kernels after overlapping stock sections', async () => {
+  it('restores kernels after nested sections', async () => {
     const ours = tf.getKernel('BatchMatMul', 'wasm')
     let inside: tf.KernelConfig | undefined
     const section = () =>

@@ -167,7 +167,7 @@ describe('bench:train checks', () => {
     expect(evaluateTrainChecks([])[0]?.passed).toBeNull()
   })
 
-  it('skips a cell where a bare model.fit cannot train', () => {
+  it('skips cells without a bare fit', () => {
     const checks = evaluateTrainChecks([
       cell({ speedupOverStockFit: 3 }),
       cell({ model: 'cnn', stockFit: null, speedupOverStockFit: null, speedupOverFit: 1.1 }),
